@@ -12,7 +12,6 @@ import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS

@@ -126,20 +126,21 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
     def merge_positive(self, adapter_name: str) -> None:
         if adapter_name in self.merged_positive or adapter_name not in self.difflora_q1:
             return
-        base = self.base_layer
-        with torch.no_grad():
-            for proj, lowrank in ((base.q_proj, self.difflora_q1[adapter_name]), (base.k_proj, self.difflora_k1[adapter_name])):
-                proj.weight += lowrank.delta_weight().to(proj.weight.dtype, proj.weight.device)
+        self._add_positive_to_base(adapter_name, sign=1.0)
         self.merged_positive.add(adapter_name)
 
     def unmerge_positive(self, adapter_name: str) -> None:
         if adapter_name not in self.merged_positive:
             return
-        base = self.base_layer
-        with torch.no_grad():
-            for proj, lowrank in ((base.q_proj, self.difflora_q1[adapter_name]), (base.k_proj, self.difflora_k1[adapter_name])):
-                proj.weight -= lowrank.delta_weight().to(proj.weight.dtype, proj.weight.device)
+        self._add_positive_to_base(adapter_name, sign=-1.0)
         self.merged_positive.discard(adapter_name)
+
+    def _add_positive_to_base(self, adapter_name: str, sign: float) -> None:
+        base = self.base_layer
+        pairs = ((base.q_proj, self.difflora_q1[adapter_name]), (base.k_proj, self.difflora_k1[adapter_name]))
+        with torch.no_grad():
+            for proj, lowrank in pairs:
+                proj.weight += sign * lowrank.delta_weight().to(device=proj.weight.device, dtype=proj.weight.dtype)
 
     # ----------------------------------------------------------------------------------------
     # forward

@@ -1,0 +1,1 @@
+"""The `difflora` command line."""

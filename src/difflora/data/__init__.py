@@ -1,0 +1,1 @@
+"""Data helpers shared by training, evaluation and the demo."""

@@ -1,0 +1,36 @@
+"""Imported at interpreter start by difflora-autoload.pth (installed into site-packages).
+
+It costs nothing until `peft` is imported: then it imports difflora right after peft, so that a
+DiffLoRA adapter loads with plain `PeftModel.from_pretrained` in a program that never wrote
+`import difflora`. Set DIFFLORA_NO_AUTOLOAD=1 to switch it off.
+"""
+
+import importlib.abc
+import importlib.util
+import os
+import sys
+
+
+class _ImportDiffloraAfterPeft(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "peft":
+            return None
+        sys.meta_path.remove(self)  # once, and not for the find_spec call below
+        spec = importlib.util.find_spec("peft")
+        if spec is None or spec.loader is None:
+            return spec
+        exec_peft = spec.loader.exec_module
+
+        def exec_module(module):
+            exec_peft(module)
+            try:
+                import difflora  # noqa: F401
+            except Exception as exc:  # never break `import peft` for a difflora problem
+                print(f"difflora autoload skipped: {exc}", file=sys.stderr)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if not os.environ.get("DIFFLORA_NO_AUTOLOAD") and "peft" not in sys.modules:
+    sys.meta_path.insert(0, _ImportDiffloraAfterPeft())
