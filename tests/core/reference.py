@@ -95,7 +95,7 @@ def reference_layer(layer, x, attention_mask=None, adapter="default"):
         scores = scores.masked_fill(~allowed, float("-inf"))
         return torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked (padding) query rows -> 0
 
-    lam = float(layer.current_lambda(adapter))
+    lam = float(layer.current_lambda(adapter).detach())
     out = (softmax_map(q1, k1) - lam * softmax_map(q2, k2)) @ v  # B x H x T x d
     out = out.transpose(1, 2)
     if s.group_norm:

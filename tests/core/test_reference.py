@@ -61,7 +61,7 @@ def test_layer_matches_float64_reference(family, preset, side):
     check_all_layers(model, ids, mask, tol=2e-5)
 
 
-@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "flex_attention"])
 def test_backends_agree_with_reference(backend):
     model = get_peft_model(tiny_model("llama", attn_implementation=backend), DiffLoRAConfig(r=8, lora_alpha=16, positive_r=4)).eval()
     randomize(model)
