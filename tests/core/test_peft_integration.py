@@ -138,3 +138,14 @@ def test_every_negative_adapter_gets_gradient_at_step_zero():
     for n, p in model.named_parameters():
         if "difflora_q2" in n or "difflora_k2" in n:
             assert p.grad is not None and p.grad.abs().max() > 0, f"{n} gets no gradient at step 0"
+
+
+def test_delete_adapter_removes_every_trace():
+    model = get_peft_model(tiny_model("llama"), DiffLoRAConfig.from_preset("difflora-32-gn", r=4, positive_r=4))
+    model.add_adapter("other", DiffLoRAConfig.from_preset("difflora-64", r=4))
+    model.set_adapter("other")
+    model.delete_adapter("default")
+    layer = difflora.difflora_layers(model)[0]
+    for name in (*layer.adapter_layer_names, *layer.other_param_names):
+        assert "default" not in getattr(layer, name), name
+    assert torch.isfinite(logits(model)).all()

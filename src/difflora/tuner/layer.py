@@ -39,12 +39,13 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
     adapter_layer_names = (
         "difflora_q1", "difflora_k1", "difflora_q2", "difflora_k2", "difflora_lambda", "difflora_norm",
     )
-    other_param_names = ("settings",)
+    other_param_names = ("settings", "difflora_dropout")
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, config: DiffLoRAConfig, family: compat.Family):
         super().__init__()
         self.base_layer = base_layer
         self.family = family
+        self.rotary = compat.rotary_function(family)
         self.layer_idx = compat.layer_index(base_layer)
         self.difflora_q1 = nn.ModuleDict()
         self.difflora_k1 = nn.ModuleDict()
@@ -175,9 +176,8 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         v = v.view(head_shape).transpose(1, 2)
 
         cos, sin = position_embeddings
-        rotary = compat.rotary_function(self.family)
-        q1, k1 = rotary(q1, k1, cos, sin)
-        q2, k2 = rotary(q2, k2, cos, sin)
+        q1, k1 = self.rotary(q1, k1, cos, sin)
+        q2, k2 = self.rotary(q2, k2, cos, sin)
 
         if past_key_values is not None:
             # K2 is cached beside K1 in the key slot (transformers 5 caches allow keys wider than values).
