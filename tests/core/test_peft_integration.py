@@ -43,6 +43,10 @@ def test_save_load_roundtrip_is_bit_exact_and_saves_only_adapters(tmp_path):
     assert config["base_shape"]["model_type"] == "qwen3"
     loaded = PeftModel.from_pretrained(tiny_model("qwen3"), tmp_path).eval()
     assert torch.equal(logits(loaded), ref)
+    lazy = PeftModel.from_pretrained(tiny_model("qwen3"), tmp_path, low_cpu_mem_usage=True).eval()
+    assert torch.equal(logits(lazy), ref) and not any(p.is_meta for p in lazy.parameters())
+    resumed = PeftModel.from_pretrained(tiny_model("qwen3"), tmp_path, is_trainable=True)
+    assert {n for n, p in resumed.named_parameters() if p.requires_grad} == trainable
 
 
 def test_several_adapters_switch_and_disable(tmp_path):

@@ -102,8 +102,8 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
             return
         for name in self.adapter_layer_names:
             modules = getattr(self, name)
-            if adapter_name in modules:
-                modules[adapter_name].to(device)
+            if adapter_name in modules and not any(p.is_meta for p in modules[adapter_name].parameters()):
+                modules[adapter_name].to(device)  # meta (low_cpu_mem_usage) adapters are filled by the loader
 
     # ----------------------------------------------------------------------------------------
     # lambda
