@@ -1,0 +1,146 @@
+"""The training config: YAML (or a dict) with model / output_dir / method / data / training, plus
+--set key=value overrides. Every unknown key or value is a one-line UserError."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+
+METHOD_TYPES = ("difflora", "lora", "full")
+TOP_LEVEL_KEYS = ("model", "tokenizer", "output_dir", "method", "data", "training", "dtype", "attn_implementation")
+
+
+@dataclass
+class DataConfig:
+    train: str | None = None
+    eval: str | None = None
+    max_length: int = 4096
+    packing: bool = False
+    skip_bad_rows: bool = False
+    eval_fraction: float = 0.0  # held out from train when no eval set is given
+    max_examples: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    output_dir: str
+    method: dict[str, Any] = field(default_factory=lambda: {"type": "difflora", "preset": "difflora-64-fixed"})
+    data: DataConfig = field(default_factory=DataConfig)
+    training: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str | None = None
+    dtype: str = "auto"  # auto: bf16 weights when training.bf16, else float32
+    attn_implementation: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_train_config(source: str | os.PathLike | dict, overrides: list[str] | None = None) -> TrainConfig:
+    """A TrainConfig from a YAML path or a dict, with `a.b=value` overrides (values parsed as YAML)."""
+    raw = _read(source)
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return _build(_coerce_numbers(raw), where=str(source) if not isinstance(source, dict) else "config")
+
+
+def _read(source) -> dict:
+    if isinstance(source, dict):
+        return copy.deepcopy(source)
+    path = os.fspath(source)
+    if not os.path.isfile(path):
+        raise UserError(f"config file '{path}' does not exist")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(raw, dict):
+        raise UserError(f"config file '{path}' must hold a mapping (model:, output_dir:, method:, data:, training:)")
+    return raw
+
+
+def _coerce_numbers(node):
+    """YAML 1.1 reads 1e-4 (no dot) as a string; every config value that reads as a number is one."""
+    if isinstance(node, dict):
+        return {k: _coerce_numbers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_coerce_numbers(v) for v in node]
+    if isinstance(node, str):
+        try:
+            return float(node) if any(c in node.lower() for c in ".e") else int(node)
+        except ValueError:
+            return node
+    return node
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    if "=" not in item:
+        raise UserError(f"--set expects key=value (e.g. training.learning_rate=2e-4), got '{item}'")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {key}: '{part}' is not a section")
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+
+
+def _build(raw: dict, where: str) -> TrainConfig:
+    unknown = set(raw) - set(TOP_LEVEL_KEYS)
+    if unknown:
+        raise UserError(f"{where}: unknown config key(s) {sorted(unknown)}; known keys are {', '.join(TOP_LEVEL_KEYS)}")
+    for key in ("model", "output_dir"):
+        if not raw.get(key):
+            raise UserError(f"{where}: '{key}' is required")
+    data = raw.get("data") or {}
+    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
+    if unknown := set(data) - data_fields:
+        raise UserError(f"{where}: unknown data key(s) {sorted(unknown)}; known: {', '.join(sorted(data_fields))}")
+    method = dict(raw.get("method") or {"type": "difflora", "preset": "difflora-64-fixed"})
+    check_method(method, where)
+    training = dict(raw.get("training") or {})
+    check_training_keys(training, where)
+    return TrainConfig(model=str(raw["model"]), output_dir=str(raw["output_dir"]), method=method,
+                       data=DataConfig(**data), training=training, tokenizer=raw.get("tokenizer"),
+                       dtype=raw.get("dtype") or "auto", attn_implementation=raw.get("attn_implementation"))
+
+
+def check_method(method: dict, where: str = "config") -> None:
+    kind = method.get("type", "difflora")
+    if kind not in METHOD_TYPES:
+        raise UserError(f"{where}: method.type must be one of {', '.join(METHOD_TYPES)}, got '{kind}'")
+    fields = set(method) - {"type", "preset"}
+    if kind == "difflora":
+        from ..tuner.config import PRESETS, DiffLoRAConfig
+
+        preset = method.get("preset")
+        if preset is not None and preset not in PRESETS:
+            raise UserError(f"{where}: unknown DiffLoRA preset '{preset}'; known presets are {', '.join(PRESETS)}")
+        allowed = {f.name for f in dataclasses.fields(DiffLoRAConfig)}
+    elif kind == "lora":
+        from peft import LoraConfig
+
+        allowed = {f.name for f in dataclasses.fields(LoraConfig)}
+        if method.get("preset") not in (None, "lora-8"):
+            raise UserError(f"{where}: the only LoRA preset is 'lora-8', got '{method['preset']}'")
+    else:
+        allowed = set()
+    if unknown := fields - allowed:
+        raise UserError(f"{where}: unknown method key(s) {sorted(unknown)} for method type '{kind}'")
+
+
+def check_training_keys(training: dict, where: str = "config") -> None:
+    from transformers import TrainingArguments
+
+    allowed = {f.name for f in dataclasses.fields(TrainingArguments)}
+    if unknown := set(training) - allowed:
+        raise UserError(f"{where}: unknown training key(s) {sorted(unknown)} (training: takes transformers.TrainingArguments fields)")
