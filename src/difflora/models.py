@@ -87,7 +87,11 @@ def load_base(name_or_path: str, *, dtype: str | torch.dtype = "auto", attn_impl
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForCausalLM.from_pretrained(name_or_path, config=config, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"no usable tokenizer in '{name_or_path}' ({str(exc).splitlines()[0][:120]}); "
+                        "save the tokenizer beside the model (tokenizer.save_pretrained)") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if device:

@@ -1,0 +1,1 @@
+"""Analysis of what the attention does (the paper's Figure 4)."""
