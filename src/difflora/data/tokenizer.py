@@ -30,10 +30,14 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, model_max_length: int = 4096) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer on `texts` (any text encodes; nothing maps to <unk>)."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, model_max_length: int = 4096,
+                    split_digits: bool = False) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on `texts` (any text encodes; nothing maps to <unk>).
+    split_digits: one token per digit (as Llama 3 does for numbers), which makes copying numbers easy to learn."""
     tok = Tokenizer(models.BPE(unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if split_digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -92,23 +92,39 @@ def _filler(task: Task, n: int, rng, query: str) -> list[str]:
     return out
 
 
-def make_sample(task_name: str, length: int, index: int, count_tokens, seed: int = 0) -> Sample:
-    """One sample whose full prompt is at most `length` tokens by `count_tokens` (the model's tokenizer)."""
-    task = TASKS[task_name]
-    rng = random.Random(f"{seed}-{task_name}-{length}-{index}")
+def _compose(task: Task, rng: random.Random):
     needle, prompt_tpl, prefix_tpl = templates(task)
     query = _key(task, rng)
     gold = [_value(task, rng) for _ in range(task.n_values)]
     needles = [needle.format(key=query, value=v) for v in gold]
     depth = rng.random()
-    pool = _filler(task, 4096, rng, query)
-    prefix = prefix_tpl.format(query=query)
 
-    def build(n):
+    def build(pool, n):
         units = pool[:n]
         for i, text in enumerate(needles):  # needles spread around the chosen depth
             units.insert(min(len(units), int(depth * len(units)) + i), text)
         return prompt_tpl.format(context=" ".join(units), query=query)
+
+    return query, gold, needles, depth, prefix_tpl.format(query=query), build
+
+
+def random_sample(task_name: str, n_units: int, rng: random.Random) -> Sample:
+    """A sample with n_units haystack units (no token budget): for generating training data."""
+    task = TASKS[task_name]
+    query, gold, needles, depth, prefix, build = _compose(task, rng)
+    prompt = build(_filler(task, n_units, rng, query), n_units)
+    return Sample(task_name, -1, -1, prompt, prefix, gold, needles, round(depth, 3))
+
+
+def make_sample(task_name: str, length: int, index: int, count_tokens, seed: int = 0) -> Sample:
+    """One sample whose full prompt is at most `length` tokens by `count_tokens` (the model's tokenizer)."""
+    task = TASKS[task_name]
+    rng = random.Random(f"{seed}-{task_name}-{length}-{index}")
+    query, gold, needles, depth, prefix, compose = _compose(task, rng)
+    pool = _filler(task, 4096, rng, query)
+
+    def build(n):
+        return compose(pool, n)
 
     empty = count_tokens(build(0) + prefix)
     if empty > length:
