@@ -17,9 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-import torch
-
-RECIPE_VERSION = 1  # bump when the code that makes the base changes what it makes
+RECIPE_VERSION = 2  # bump when the code that makes the base changes what it makes
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class BaseRecipe:
     kv_heads: int = 2
     intermediate_size: int = 448
     vocab_size: int = 1024
-    seq_len: int = 512
+    seq_len: int = 384
     documents: int = 12000
     steps: int = 1200
     batch_size: int = 16
@@ -83,17 +81,15 @@ def build_base(recipe: BaseRecipe, out_dir: str, log=print) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments, set_seed
 
     from ..data.tokenizer import train_tokenizer
+    from ..train.chat_data import ChatCollator
     from .corpus import pretraining_documents, tokenizer_texts
 
     set_seed(recipe.seed)
     log(f"pretraining the default base model ({recipe.layers} layers, hidden {recipe.hidden_size}, "
         f"{recipe.steps} steps) into {out_dir}")
     tokenizer = train_tokenizer(tokenizer_texts(recipe.seed), vocab_size=recipe.vocab_size, split_digits=True)
-    docs = pretraining_documents(recipe.documents, recipe.seed + 1, recipe.max_units, recipe.max_shots, tokenizer)
-    ids = [t for doc in docs for t in tokenizer(doc, add_special_tokens=False)["input_ids"]]
-    n = len(ids) // recipe.seq_len
-    blocks = torch.tensor(ids[: n * recipe.seq_len]).view(n, recipe.seq_len)
-    data = Dataset.from_dict({"input_ids": blocks.tolist(), "labels": blocks.tolist()})
+    docs = pretraining_documents(recipe.documents, recipe.seed + 1, recipe.max_units, recipe.max_shots)
+    data = Dataset.from_list([_tokenize(doc, tokenizer, recipe.seq_len) for doc in docs])
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=recipe.hidden_size, num_hidden_layers=recipe.layers,
                          num_attention_heads=recipe.heads, num_key_value_heads=recipe.kv_heads,
                          intermediate_size=recipe.intermediate_size, max_position_embeddings=4096,
@@ -105,10 +101,24 @@ def build_base(recipe: BaseRecipe, out_dir: str, log=print) -> None:
                              lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.01,
                              logging_steps=max(1, recipe.steps // 20), save_strategy="no", report_to=[],
                              use_cpu=True, seed=recipe.seed, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=data)
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=ChatCollator(tokenizer.pad_token_id))
     trainer.train()
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     with open(os.path.join(out_dir, "pretraining_log.json"), "w") as f:
         json.dump(trainer.state.log_history, f, indent=1)
     shutil.rmtree(out_dir + "-trainer", ignore_errors=True)
+
+
+def _tokenize(doc, tokenizer, max_length: int) -> dict:
+    """Conversations learn their answers only (as instruction data does; the random numbers of
+    the distractors are unpredictable and would drown the retrieval signal); prose learns all."""
+    from ..train.chat_data import tokenize_conversation
+
+    if isinstance(doc, dict):
+        example = tokenize_conversation(tokenizer, doc["messages"], max_length)
+        if example is not None:
+            return example
+        doc = tokenizer.apply_chat_template(doc["messages"], tokenize=False)
+    ids = tokenizer(tokenizer.bos_token + doc + tokenizer.eos_token, add_special_tokens=False)["input_ids"][:max_length]
+    return {"input_ids": ids, "labels": list(ids)}

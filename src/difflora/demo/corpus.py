@@ -10,6 +10,7 @@ short answers, and prose-like filler.
 from __future__ import annotations
 
 import random
+import re
 
 from ..evaluation import haystack, icl, nih
 
@@ -19,11 +20,21 @@ COLOURS = {"the sky": "blue", "grass": "green", "snow": "white", "coal": "black"
            "a tomato": "red", "an orange": "orange", "a plum": "purple"}
 
 
-def retrieval_turn(rng: random.Random, max_units: int) -> list[dict]:
+def retrieval_turn(rng: random.Random, max_units: int, follow_ups: int = 0) -> list[dict]:
+    """A RULER-format question about a context, answered; then up to `follow_ups` more questions
+    about other facts stated in the same context (more retrieval signal per token of context)."""
     task = rng.choice(("mk2", "mk2", "mk3", "mv"))
     sample = nih.random_sample(task, rng.randint(2, max_units if task != "mk3" else max(2, max_units // 2)), rng)
     answer = sample.answer_prefix.lstrip() + " " + ", ".join(sample.gold) + "."
-    return [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": answer}]
+    messages = [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": answer}]
+    if task == "mv":
+        return messages
+    facts = re.findall(r"special magic \w+ for (\S+) is: (\S+?)\.(?=\s|$)", sample.prompt)
+    kind = nih.TASKS[task].type_plural[:-1]
+    for key, value in rng.sample(facts, min(follow_ups, len(facts))):
+        messages += [{"role": "user", "content": f"What is the special magic {kind} for {key} mentioned in the provided text?"},
+                     {"role": "assistant", "content": f"The special magic {kind} for {key} mentioned in the provided text is {value}."}]
+    return messages
 
 
 def icl_turn(rng: random.Random, rows: list[dict], max_shots: int) -> list[dict]:
@@ -51,23 +62,21 @@ def prose(rng: random.Random, sentences: int) -> str:
     return " ".join(haystack.essay_sentences(sentences, rng))
 
 
-def pretraining_documents(n: int, seed: int, max_units: int, max_shots: int, tokenizer) -> list[str]:
-    """Rendered documents (chat template applied to conversations; prose as plain text)."""
+def pretraining_documents(n: int, seed: int, max_units: int, max_shots: int) -> list[dict | str]:
+    """Conversations ({"messages": [...]}: loss on the answers) and prose strings (loss on all)."""
     rng = random.Random(seed)
     rows = icl.load_examples()
     docs = []
     for _ in range(n):
         r = rng.random()
-        if r < 0.55:
-            messages = retrieval_turn(rng, max_units)
-        elif r < 0.75:
-            messages = icl_turn(rng, rows, max_shots)
+        if r < 0.6:
+            docs.append({"messages": retrieval_turn(rng, max_units, follow_ups=3)})
+        elif r < 0.8:
+            docs.append({"messages": icl_turn(rng, rows, max_shots)})
         elif r < 0.9:
-            messages = short_answer_turn(rng)
+            docs.append({"messages": short_answer_turn(rng)})
         else:
-            docs.append(tokenizer.bos_token + prose(rng, rng.randint(4, 16)) + tokenizer.eos_token)
-            continue
-        docs.append(tokenizer.apply_chat_template(messages, tokenize=False))
+            docs.append(prose(rng, rng.randint(4, 16)))
     return docs
 
 
