@@ -1,16 +1,20 @@
 """Config loading and --set overrides: every unknown key or value is a one-line error."""
 
+import os
+
 import pytest
 
 from difflora.errors import UserError
 from difflora.train import load_train_config
 
 BASE = {"model": "m", "output_dir": "o", "data": {"train": "t.jsonl"}}
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("model: m\noutput_dir: o\nmethod: {type: difflora, preset: difflora-32}\ntraining: {learning_rate: 1.0e-4}\n")
+    path.write_text("model: m\noutput_dir: o\nmethod: {type: difflora, preset: difflora-32}\ndata: {train: t.jsonl}\n"
+                    "training: {learning_rate: 1.0e-4}\n")
     cfg = load_train_config(path, ["training.learning_rate=3e-4", "method.r=16", "data.packing=true"])
     assert cfg.training["learning_rate"] == 3e-4 and cfg.method["r"] == 16 and cfg.data.packing is True
 
@@ -23,6 +27,13 @@ def test_yaml_and_overrides(tmp_path):
     ({**BASE, "training": {"learning_rat": 1}}, r"unknown training key\(s\) \['learning_rat'\]"),
     ({**BASE, "data": {"trian": "x"}}, r"unknown data key\(s\) \['trian'\]"),
     ({"output_dir": "o"}, "'model' is required"),
+    ({**BASE, "method": {"type": "difflora", "preset": "difflora-64", "r": -1}}, "invalid method settings: .*r must be"),
+    ({**BASE, "method": {"type": "difflora", "lambda_mode": "sometimes"}}, "lambda_mode must be one of"),
+    ({**BASE, "method": {"type": "lora", "lora_alphaa": 8}}, r"unknown method key\(s\) \['lora_alphaa'\]"),
+    ({**BASE, "data": {}}, "data.train is required"),
+    ({**BASE, "method": "difflora-64"}, "'method' must be a mapping"),
+    ({**BASE, "data": {"train": "t.jsonl", "max_length": "long"}}, "data.max_length must be an integer"),
+    ({**BASE, "data": {"train": "t.jsonl", "eval_fraction": 1.5}}, r"data.eval_fraction must be in \[0, 1\)"),
 ])
 def test_bad_config(raw, match):
     with pytest.raises(UserError, match=match):
@@ -40,12 +51,28 @@ def test_missing_and_invalid_files(tmp_path):
         load_train_config(BASE, ["training.learning_rate"])
 
 
-def test_paper_configs_load():
-    import glob
+def test_numbers_stay_strings_outside_method_and_training():
+    cfg = load_train_config({"model": "1e5", "output_dir": "2024", "data": {"train": "1.5"},
+                             "training": {"learning_rate": "1e-4"}})
+    assert (cfg.model, cfg.output_dir, cfg.data.train) == ("1e5", "2024", "1.5")
+    assert cfg.training["learning_rate"] == 1e-4
 
-    paths = sorted(glob.glob("configs/paper/*.yaml"))
-    assert len(paths) == 5
+
+FIGURE_1_ROWS = {"lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn"}
+
+
+def test_paper_configs_hold_the_paper_recipe():
+    import glob
+    import os
+
+    paths = sorted(glob.glob(os.path.join(ROOT, "configs/paper/*.yaml")))
+    assert {os.path.basename(p)[:-5] for p in paths} == FIGURE_1_ROWS
     for path in paths:
         cfg = load_train_config(path)
+        name = os.path.basename(path)[:-5]
+        assert cfg.model == "meta-llama/Llama-3.2-1B-Instruct" and cfg.data.train == "allenai/tulu-v2-sft-mixture"
         assert cfg.training["learning_rate"] == 1e-4 and cfg.data.max_length == 4096
+        assert cfg.training["num_train_epochs"] == 1 and cfg.training["bf16"] and cfg.training["gradient_checkpointing"]
         assert cfg.training["per_device_train_batch_size"] * cfg.training["gradient_accumulation_steps"] == 64
+        assert cfg.method == ({"type": "lora", "preset": "lora-8"} if name == "lora-8"
+                              else {"type": "difflora", "preset": name})

@@ -25,21 +25,28 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
-    import os
-
+    from ..errors import UserError
     from ..train import load_train_config, run_training
     from ..train.checkpoints import latest_complete_checkpoint
+    from ..train.runner import completed_run
 
     cfg = load_train_config(args.config, args.overrides)
-    if not args.resume and latest_complete_checkpoint(cfg.output_dir) and not os.environ.get("DIFFLORA_ALLOW_RESTART"):
-        raise ValueError(f"'{cfg.output_dir}' already holds checkpoints: pass --resume to continue that run, "
-                         "or choose another output_dir")
+    done = completed_run(cfg)
+    if done is not None:
+        print(f"difflora train: '{cfg.output_dir}' already holds this finished run; nothing to do", file=sys.stderr)
+        return 0
+    if not args.resume and latest_complete_checkpoint(cfg.output_dir, set_aside=False):
+        raise UserError(f"'{cfg.output_dir}' already holds checkpoints: pass --resume to continue that run, "
+                        "or choose another output_dir")
     run_training(cfg, resume=args.resume, quiet=args.quiet)
     return 0
 
 
 def _generate(args) -> int:
     from ..train.generate import chat, load_for_chat
+
+    if not args.prompt and sys.stdin.isatty():
+        print("difflora generate: type a message per line (Ctrl-D to end)", file=sys.stderr)
 
     model, tokenizer = load_for_chat(args.output)
     prompts = args.prompt or [line.strip() for line in sys.stdin if line.strip()]

@@ -154,10 +154,12 @@ def _mask_from_rendered_prefixes(tokenizer, messages):
         if m["role"] != "assistant":
             continue
         prompt_end = len(tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True))
-        start = text.find(m["content"], prompt_end)
+        content = m["content"] if text.find(m["content"], prompt_end) >= 0 else m["content"].strip()  # Llama 3 trims
+        start = text.find(content, prompt_end)
         if start < 0:
-            raise ValueError("the chat template changes assistant text; add {% generation %} markers to it")
-        end = start + len(m["content"])
+            raise UserError("the tokenizer's chat template rewrites assistant text, so the assistant tokens cannot be "
+                            "found: give a template with {% generation %} markers (tokenizer: PATH)")
+        end = start + len(content)
         if eos and text.startswith(eos, end):
             end += len(eos)
         spans.append((start, end))
@@ -201,14 +203,17 @@ class ChatCollator:
 
 
 def build_dataset(source: str, tokenizer, max_length: int, packing: bool = False, skip_bad_rows: bool = False,
-                  max_examples: int | None = None, stats: ReadStats | None = None):
+                  max_examples: int | None = None, stats: ReadStats | None = None, progress: bool = False):
     """A datasets.Dataset of tokenised examples (input_ids, labels)."""
     from datasets import Dataset
+    from rich.progress import track
 
     stats = stats if stats is not None else ReadStats()
     conversations = read_conversations(source, skip_bad_rows, stats)
     if max_examples:
         conversations = conversations[:max_examples]
+    conversations = track(conversations, description=f"tokenising {os.path.basename(source.rstrip('/'))}",
+                          disable=not progress, transient=True)
     examples = [ex for c in conversations if (ex := tokenize_conversation(tokenizer, c, max_length, stats))]
     if not examples:
         raise UserError(f"'{source}': no example keeps an assistant token within max_length={max_length}")

@@ -13,22 +13,23 @@ import os
 import re
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-REQUIRED = ("trainer_state.json", "adapter_config.json", "optimizer.pt", "scheduler.pt")
 
 
-def is_complete(path: str, full_model: bool = False) -> bool:
-    required = [r for r in REQUIRED if not (full_model and r == "adapter_config.json")]
-    if not all(os.path.isfile(os.path.join(path, r)) for r in required):
-        return False
+def is_complete(path: str) -> bool:
+    """trainer_state.json is the last file Trainer writes into a checkpoint (after the adapter or
+    model, optimizer, scheduler and RNG state, whatever their names under DDP/FSDP/DeepSpeed): a
+    checkpoint is complete when it is there, parses, and names the folder's step."""
+    step = int(_CHECKPOINT.match(os.path.basename(path)).group(1))
     try:
         with open(os.path.join(path, "trainer_state.json")) as f:
-            json.load(f)
-    except (OSError, ValueError):
+            return json.load(f).get("global_step") == step
+    except (OSError, ValueError, AttributeError):
         return False
-    return True
 
 
-def latest_complete_checkpoint(output_dir: str, full_model: bool = False) -> str | None:
+def latest_complete_checkpoint(output_dir: str, set_aside: bool = True) -> str | None:
+    """The newest complete checkpoint-N folder, or None. With set_aside, newer incomplete ones are
+    renamed checkpoint-N.incomplete so that Trainer never picks them up."""
     if not os.path.isdir(output_dir):
         return None
     found = sorted(
@@ -37,7 +38,20 @@ def latest_complete_checkpoint(output_dir: str, full_model: bool = False) -> str
     )
     for _, name in found:
         path = os.path.join(output_dir, name)
-        if is_complete(path, full_model):
+        if is_complete(path):
             return path
-        os.replace(path, path + ".incomplete")
+        if set_aside:
+            _set_aside(path)
     return None
+
+
+def _set_aside(path: str) -> None:
+    target = path + ".incomplete"
+    if os.path.exists(target):  # an earlier interrupted attempt at the same step
+        import shutil
+
+        shutil.rmtree(target)
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:  # another process of the same run set it aside first
+        pass

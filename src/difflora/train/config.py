@@ -15,6 +15,8 @@ from ..errors import UserError
 
 METHOD_TYPES = ("difflora", "lora", "full")
 TOP_LEVEL_KEYS = ("model", "tokenizer", "output_dir", "method", "data", "training", "dtype", "attn_implementation")
+# Sections whose string values that read as numbers are numbers (paths and names elsewhere stay strings).
+NUMERIC_SECTIONS = ("method", "training")
 
 
 @dataclass
@@ -48,7 +50,10 @@ def load_train_config(source: str | os.PathLike | dict, overrides: list[str] | N
     raw = _read(source)
     for item in overrides or []:
         _apply_override(raw, item)
-    return _build(_coerce_numbers(raw), where=str(source) if not isinstance(source, dict) else "config")
+    for section in NUMERIC_SECTIONS:
+        if isinstance(raw.get(section), dict):
+            raw[section] = _coerce_numbers(raw[section])
+    return _build(raw, where=str(source) if not isinstance(source, dict) else "config")
 
 
 def _read(source) -> dict:
@@ -101,17 +106,34 @@ def _build(raw: dict, where: str) -> TrainConfig:
     for key in ("model", "output_dir"):
         if not raw.get(key):
             raise UserError(f"{where}: '{key}' is required")
+    for section in ("method", "data", "training"):
+        if raw.get(section) is not None and not isinstance(raw[section], dict):
+            raise UserError(f"{where}: '{section}' must be a mapping of keys (e.g. {section}:\n  key: value), "
+                            f"got {raw[section]!r}")
     data = raw.get("data") or {}
     data_fields = {f.name for f in dataclasses.fields(DataConfig)}
     if unknown := set(data) - data_fields:
         raise UserError(f"{where}: unknown data key(s) {sorted(unknown)}; known: {', '.join(sorted(data_fields))}")
+    data = DataConfig(**data)
+    _check_data(data, where)
     method = dict(raw.get("method") or {"type": "difflora", "preset": "difflora-64-fixed"})
     check_method(method, where)
     training = dict(raw.get("training") or {})
     check_training_keys(training, where)
     return TrainConfig(model=str(raw["model"]), output_dir=str(raw["output_dir"]), method=method,
-                       data=DataConfig(**data), training=training, tokenizer=raw.get("tokenizer"),
+                       data=data, training=training, tokenizer=raw.get("tokenizer"),
                        dtype=raw.get("dtype") or "auto", attn_implementation=raw.get("attn_implementation"))
+
+
+def _check_data(data: DataConfig, where: str) -> None:
+    if not data.train:
+        raise UserError(f"{where}: data.train is required: a chat JSONL file, a folder of them, or a datasets name")
+    if not isinstance(data.max_length, int) or isinstance(data.max_length, bool) or data.max_length < 2:
+        raise UserError(f"{where}: data.max_length must be an integer >= 2 (tokens), got {data.max_length!r}")
+    if not isinstance(data.eval_fraction, (int, float)) or not 0 <= data.eval_fraction < 1:
+        raise UserError(f"{where}: data.eval_fraction must be in [0, 1), got {data.eval_fraction!r}")
+    if data.max_examples is not None and (not isinstance(data.max_examples, int) or data.max_examples < 1):
+        raise UserError(f"{where}: data.max_examples must be a positive integer or null, got {data.max_examples!r}")
 
 
 def check_method(method: dict, where: str = "config") -> None:
@@ -136,11 +158,24 @@ def check_method(method: dict, where: str = "config") -> None:
         allowed = set()
     if unknown := fields - allowed:
         raise UserError(f"{where}: unknown method key(s) {sorted(unknown)} for method type '{kind}'")
+    _check_method_values(method, where)
+
+
+def _check_method_values(method: dict, where: str) -> None:
+    """Build the PEFT config now, so a bad value (r: -1, lambda_mode: sometimes) fails before any loading."""
+    from .method import peft_config_for
+
+    try:
+        peft_config_for(method)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{where}: invalid method settings: {str(exc).splitlines()[0]}") from exc
 
 
 def check_training_keys(training: dict, where: str = "config") -> None:
     from transformers import TrainingArguments
 
-    allowed = {f.name for f in dataclasses.fields(TrainingArguments)}
+    # both spellings of checkpointing work on every transformers 5.x (the runner passes the one it knows)
+    allowed = {f.name for f in dataclasses.fields(TrainingArguments)} | {
+        f"{kind}_checkpointing{suffix}" for kind in ("gradient", "activation") for suffix in ("", "_kwargs")}
     if unknown := set(training) - allowed:
         raise UserError(f"{where}: unknown training key(s) {sorted(unknown)} (training: takes transformers.TrainingArguments fields)")

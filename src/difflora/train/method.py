@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from peft import LoraConfig, get_peft_model
 
 from ..tuner.config import DiffLoRAConfig
@@ -29,7 +31,10 @@ def prepare_model(model, method: dict):
         for p in model.parameters():
             p.requires_grad_(True)
         return model
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft 0.21 reads model.is_gradient_checkpointing, which transformers 5 deprecates: not ours to act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def method_label(method: dict) -> str:

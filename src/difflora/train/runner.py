@@ -8,6 +8,8 @@ adapter plus optimizer/scheduler/RNG state for --resume.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -15,7 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 import yaml
-from transformers import AutoTokenizer, TrainingArguments, set_seed
+from transformers import AutoTokenizer, PrinterCallback, TrainingArguments, set_seed
+from transformers.utils import logging as hf_logging
 
 from ..errors import UserError
 from ..models import load_base
@@ -25,7 +28,11 @@ from .config import TrainConfig, load_train_config
 from .method import method_label, prepare_model
 from .trainer import DiffLoRATrainer
 
-DONE_MARKER = "training_complete.json"
+DONE_MARKER = "training_complete.json"  # written last: its presence means the run finished
+RUN_CONFIG = "run_config.yaml"
+_ARG_NAMES = {f.name for f in dataclasses.fields(TrainingArguments)}
+CHECKPOINTING = "activation_checkpointing" if "activation_checkpointing" in _ARG_NAMES else "gradient_checkpointing"
+RESUME_KEYS = ("model", "tokenizer", "method", "data")  # what a checkpoint must agree with to be resumed
 
 # Our defaults where TrainingArguments' own differ from what a DiffLoRA run wants.
 DEFAULT_TRAINING = dict(
@@ -34,11 +41,24 @@ DEFAULT_TRAINING = dict(
     weight_decay=0.0, logging_steps=10, save_strategy="steps",
     save_steps=200, save_total_limit=2, seed=0, report_to=["tensorboard"], remove_unused_columns=False,
     dataloader_num_workers=0,
+    ddp_find_unused_parameters=False,  # every trainable adapter weight takes part in each forward
 )
 
 
 @dataclass
 class TrainResult:
+    """What run_training returns.
+
+    output_dir: the adapter folder (PeftModel.from_pretrained; tokenizer beside it), or the full model.
+    method: the method's label (the preset name, "lora-8", "lora" or "full").
+    log_history: Trainer's log entries, one dict per logging step (step, loss, grad_norm,
+        learning_rate, lambda/NN per transformed layer NN, epoch), then eval entries and the final summary.
+    metrics: train_runtime, train_loss, ..., wall_seconds, and eval_loss when there is eval data.
+    resumed_from: the checkpoint this call resumed from, if any.
+    already_complete: True when output_dir held a finished run of this config and nothing was trained.
+    data_stats: rows read, skipped (bad rows), truncated, empty_after_truncation, problems (first few).
+    """
+
     output_dir: str
     method: str
     log_history: list[dict] = field(default_factory=list)
@@ -49,84 +69,162 @@ class TrainResult:
 
     @property
     def losses(self) -> list[tuple[int, float]]:
+        """(step, training loss) at every logging step."""
         return [(h["step"], h["loss"]) for h in self.log_history if "loss" in h]
+
+    @property
+    def lambda_history(self) -> dict[int, list[tuple[int, float]]]:
+        """layer index -> [(step, lambda)] at every logging step (empty for LoRA and full fine-tuning)."""
+        out: dict[int, list[tuple[int, float]]] = {}
+        for h in self.log_history:
+            if "loss" in h:
+                for key, value in h.items():
+                    if key.startswith("lambda/"):
+                        out.setdefault(int(key.split("/")[1]), []).append((h["step"], value))
+        return out
 
 
 def run_training(config: TrainConfig | dict | str, overrides: list[str] | None = None, resume: bool = True,
                  quiet: bool = False, callbacks: list | None = None) -> TrainResult:
     """Train, or finish an interrupted run (resume=True picks up the newest complete checkpoint),
-    or return at once if output_dir already holds a completed run of the same config."""
+    or return at once if output_dir already holds a completed run of the same config.
+
+    quiet=True prints nothing (no progress bars, no log lines, no TensorBoard); callbacks are extra
+    transformers.TrainerCallback objects."""
     cfg = config if isinstance(config, TrainConfig) else load_train_config(config, overrides)
-    finished = _completed_run(cfg)
+    finished = completed_run(cfg)
     if finished is not None:
         return finished
-    set_seed(int(cfg.training.get("seed", DEFAULT_TRAINING["seed"])))
-    model, tokenizer = _load_model_and_tokenizer(cfg)
-    train_set, eval_set, stats = _datasets(cfg, tokenizer)
-    model = prepare_model(model, cfg.method)
-    args = _training_arguments(cfg, quiet, has_eval=eval_set is not None)
+    with _silenced(quiet):
+        return _train(cfg, resume, quiet, callbacks)
+
+
+def _train(cfg: TrainConfig, resume: bool, quiet: bool, callbacks: list | None) -> TrainResult:
+    args = _training_arguments(cfg, quiet, has_eval=bool(cfg.data.eval or cfg.data.eval_fraction))
+    with args.main_process_first(local=False, desc="checking output_dir"):
+        checkpoint = _prepare_output_dir(cfg, args, resume)
+    set_seed(args.seed)
+    tokenizer = _load_tokenizer(cfg)
+    # the data before the model: a bad row fails in seconds, not after loading billions of weights
+    train_set, eval_set, stats = _datasets(cfg, tokenizer, progress=not quiet and args.should_save)
+    model = prepare_model(_load_model(cfg), cfg.method)
     trainer = DiffLoRATrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                               data_collator=ChatCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                               callbacks=callbacks)
-    if not quiet and trainer.is_world_process_zero():
-        _print_start(cfg, model, len(train_set), stats)
-    checkpoint = latest_complete_checkpoint(cfg.output_dir, full_model=cfg.method.get("type") == "full") if resume else None
+    if quiet:
+        trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the progress bar for a log printer
+    elif trainer.is_world_process_zero():
+        _print_start(cfg, model, len(train_set), stats, checkpoint)
     started = time.time()
     output = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = dict(output.metrics, wall_seconds=round(time.time() - started, 1))
     if eval_set is not None:
         metrics.update(trainer.evaluate())
     result = TrainResult(cfg.output_dir, method_label(cfg.method), trainer.state.log_history, metrics, checkpoint,
-                         data_stats=stats.__dict__)
-    if trainer.is_world_process_zero():
-        _save_outputs(trainer, tokenizer, cfg, result)
-        if not quiet:
-            _print_summary(result)
+                         data_stats=dataclasses.asdict(stats))
+    _save_outputs(trainer, tokenizer, cfg, result)
+    if not quiet and trainer.is_world_process_zero():
+        _print_summary(result)
     return result
 
 
-def _completed_run(cfg: TrainConfig) -> TrainResult | None:
+@contextlib.contextmanager
+def _silenced(quiet: bool):
+    """With quiet, no transformers progress bars (weights loading, shard writing) or warnings for
+    the duration of the call; the caller's settings come back afterwards."""
+    if not quiet:
+        yield
+        return
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def completed_run(cfg: TrainConfig) -> TrainResult | None:
+    """The result of a finished run of this config in cfg.output_dir, or None if there is none."""
     marker = os.path.join(cfg.output_dir, DONE_MARKER)
     if not os.path.isfile(marker):
         return None
     with open(marker) as f:
         saved = json.load(f)
-    if saved.get("config") != json.loads(json.dumps(cfg.to_dict(), default=str)):
-        raise UserError(f"'{cfg.output_dir}' holds a finished run of a different config: choose another output_dir "
-                        "or delete that folder")
+    if _comparable(saved.get("config", {})) != _comparable(cfg.to_dict()):
+        raise UserError(f"'{cfg.output_dir}' holds a finished run of a different config (see its run_config.yaml): "
+                        "choose another output_dir or delete that folder")
     with open(os.path.join(cfg.output_dir, "log_history.json")) as f:
         history = json.load(f)
     return TrainResult(cfg.output_dir, saved["method"], history, saved["metrics"], already_complete=True,
                        data_stats=saved.get("data_stats", {}))
 
 
-def _load_model_and_tokenizer(cfg: TrainConfig):
-    dtype = cfg.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if cfg.training.get("bf16") else "float32"
-    model, tokenizer = load_base(cfg.model, dtype=dtype, attn_implementation=cfg.attn_implementation)
-    if cfg.tokenizer:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
+def _comparable(config: dict, keys: tuple[str, ...] | None = None) -> dict:
+    """The config as JSON values, without output_dir (a moved folder is still the same run)."""
+    plain = json.loads(json.dumps(config, default=str))
+    plain.pop("output_dir", None)
+    return {k: plain.get(k) for k in keys} if keys else plain
+
+
+def _prepare_output_dir(cfg: TrainConfig, args: TrainingArguments, resume: bool) -> str | None:
+    """The checkpoint to resume from (None: start afresh), after checking it was made by the same
+    model, method and data; records this run's config. Runs on the main process first, since it
+    may set aside a half-written checkpoint."""
+    if not resume:
+        checkpoint = None
+    else:
+        checkpoint = latest_complete_checkpoint(cfg.output_dir, set_aside=args.should_save)
+    saved_path = os.path.join(cfg.output_dir, RUN_CONFIG)
+    if checkpoint and os.path.isfile(saved_path):
+        with open(saved_path) as f:
+            saved = yaml.safe_load(f) or {}
+        if _comparable(saved, RESUME_KEYS) != _comparable(cfg.to_dict(), RESUME_KEYS):
+            raise UserError(f"'{cfg.output_dir}' holds checkpoints of a run with a different model, method or data "
+                            f"(see {saved_path}): choose another output_dir, or delete that folder to start over")
+    if args.should_save:
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        with open(saved_path, "w") as f:
+            yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    return checkpoint
+
+
+def _load_tokenizer(cfg: TrainConfig):
+    source = cfg.tokenizer or cfg.model
+    if not os.path.isdir(source) and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise UserError(f"'{source}' is not a local folder and the hub is offline (HF_HUB_OFFLINE=1)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load a tokenizer from '{source}' ({str(exc).splitlines()[0][:160]}); "
+                        "give a model folder with its tokenizer, or tokenizer: PATH") from exc
     if tokenizer.chat_template is None:
-        raise UserError(f"the tokenizer of '{cfg.tokenizer or cfg.model}' has no chat template; give one with "
+        raise UserError(f"the tokenizer of '{source}' has no chat template; give one with "
                         "tokenizer: PATH (a tokenizer folder whose tokenizer_config.json has chat_template)")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if cfg.training.get("gradient_checkpointing"):
-        model.config.use_cache = False
-    return model, tokenizer
+    return tokenizer
 
 
-def _datasets(cfg: TrainConfig, tokenizer):
-    if not cfg.data.train:
-        raise UserError("data.train is required: a chat JSONL file, a folder of them, or a datasets name")
+def _load_model(cfg: TrainConfig):
+    dtype = cfg.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if cfg.training.get("bf16") else "float32"
+    model, _ = load_base(cfg.model, dtype=dtype, attn_implementation=cfg.attn_implementation)
+    if _checkpointing_names(cfg.training).get(CHECKPOINTING):
+        model.config.use_cache = False  # the cache is useless in training and clashes with recomputation
+    return model
+
+
+def _datasets(cfg: TrainConfig, tokenizer, progress: bool):
     stats = ReadStats()
-    kw = dict(max_length=cfg.data.max_length, packing=cfg.data.packing, skip_bad_rows=cfg.data.skip_bad_rows)
+    kw = dict(max_length=cfg.data.max_length, packing=cfg.data.packing, skip_bad_rows=cfg.data.skip_bad_rows,
+              progress=progress)
     train = build_dataset(cfg.data.train, tokenizer, max_examples=cfg.data.max_examples, stats=stats, **kw)
     evaluation = build_dataset(cfg.data.eval, tokenizer, **kw) if cfg.data.eval else None
     if evaluation is None and cfg.data.eval_fraction:
-        if not 0 < cfg.data.eval_fraction < 1:
-            raise UserError(f"data.eval_fraction must be in (0, 1), got {cfg.data.eval_fraction}")
         split = train.train_test_split(test_size=cfg.data.eval_fraction, seed=0)
         train, evaluation = split["train"], split["test"]
     return train, evaluation, stats
@@ -136,27 +234,39 @@ def _training_arguments(cfg: TrainConfig, quiet: bool, has_eval: bool) -> Traini
     values = {**DEFAULT_TRAINING, **cfg.training}
     if has_eval:
         values.setdefault("eval_strategy", "steps")
-        values.setdefault("eval_steps", values.get("save_steps"))
+        values.setdefault("eval_steps", values["save_steps"])
     if quiet:
         values.update(disable_tqdm=True, report_to=[])
     if not torch.cuda.is_available():
-        values.setdefault("use_cpu", True)  # also what makes torchrun's CPU processes form a gloo DDP group
-    if values.get("bf16") and not torch.cuda.is_available() and not values.get("use_cpu"):
-        values["bf16"] = False  # bf16 mixed precision is for GPUs; CPU runs stay in fp32
-    if values.get("gradient_checkpointing"):
-        values.setdefault("gradient_checkpointing_kwargs", {"use_reentrant": False})
+        # also what makes torchrun's CPU processes form a gloo DDP group; bf16: true then means
+        # CPU autocast in bf16, which Trainer supports
+        values.setdefault("use_cpu", True)
+    values = _checkpointing_names(values)
+    if values.get(CHECKPOINTING):
+        values.setdefault(CHECKPOINTING + "_kwargs", {"use_reentrant": False})
     try:
         return TrainingArguments(output_dir=cfg.output_dir, **values)
     except (ValueError, TypeError) as exc:
         raise UserError(f"invalid training settings: {str(exc).splitlines()[0]}") from exc
 
 
+def _checkpointing_names(values: dict) -> dict:
+    """gradient_checkpointing(_kwargs) and activation_checkpointing(_kwargs) both work in a config;
+    they are passed under the name this transformers version uses (5.2x renamed them)."""
+    out = dict(values)
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        used, alias = (new, old) if CHECKPOINTING == "activation_checkpointing" else (old, new)
+        if alias in out:
+            out.setdefault(used, out.pop(alias))
+    return out
+
+
 def _save_outputs(trainer, tokenizer, cfg: TrainConfig, result: TrainResult) -> None:
-    os.makedirs(cfg.output_dir, exist_ok=True)
-    trainer.save_model(cfg.output_dir)
+    trainer.save_model(cfg.output_dir)  # every process: FSDP gathers the weights; only the main one writes
+    if not trainer.is_world_process_zero():
+        return
     tokenizer.save_pretrained(cfg.output_dir)
-    with open(os.path.join(cfg.output_dir, "run_config.yaml"), "w") as f:
-        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
     with open(os.path.join(cfg.output_dir, "log_history.json"), "w") as f:
         json.dump(result.log_history, f, indent=1)
     marker = {"config": cfg.to_dict(), "method": result.method, "metrics": result.metrics,
@@ -167,7 +277,7 @@ def _save_outputs(trainer, tokenizer, cfg: TrainConfig, result: TrainResult) -> 
     os.replace(tmp, os.path.join(cfg.output_dir, DONE_MARKER))  # written last, atomically
 
 
-def _print_start(cfg, model, n_examples, stats) -> None:
+def _print_start(cfg, model, n_examples, stats, checkpoint) -> None:
     from rich.console import Console
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -177,6 +287,7 @@ def _print_start(cfg, model, n_examples, stats) -> None:
         f"[bold]difflora train[/]: {method_label(cfg.method)} on {cfg.model} -> {cfg.output_dir}\n"
         f"  {n_examples} training examples ({stats.truncated} truncated to {cfg.data.max_length} tokens{skipped}); "
         f"trainable parameters {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)"
+        + (f"\n  resuming from {checkpoint}" if checkpoint else "")
     )
 
 
@@ -190,10 +301,12 @@ def _print_summary(result: TrainResult) -> None:
     losses = result.losses
     if losses:
         table.add_row("first / last logged loss", f"{losses[0][1]:.4f} / {losses[-1][1]:.4f}")
-    lambdas_logged = {k: v for k, v in (result.log_history[-2] if len(result.log_history) > 1 else {}).items()
-                      if k.startswith("lambda/")}
-    if lambdas_logged:
-        table.add_row("final lambdas", " ".join(f"{v:.3f}" for v in lambdas_logged.values()))
+    if result.lambda_history:
+        table.add_row("last lambda per layer",
+                      " ".join(f"{layer}:{points[-1][1]:.3f}" for layer, points in result.lambda_history.items()))
+    stats = result.data_stats
+    table.add_row("rows read / skipped / truncated",
+                  f"{stats.get('rows', 0)} / {stats.get('skipped', 0)} / {stats.get('truncated', 0)}")
     for key in ("train_runtime", "train_steps_per_second", "eval_loss", "wall_seconds"):
         if key in result.metrics:
             table.add_row(key, f"{result.metrics[key]:.4g}")

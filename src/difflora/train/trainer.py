@@ -1,5 +1,5 @@
 """The Trainer used for every method: transformers.Trainer plus lambda logging and a guard that
-stops on a non-finite loss or lambda."""
+stops on a non-finite loss, lambda or parameter before a bad checkpoint can be written."""
 
 from __future__ import annotations
 
@@ -9,34 +9,46 @@ import torch
 from transformers import Trainer
 
 from ..errors import UserError
-from ..inspect import lambdas
+from ..inspect import difflora_layers, lambdas
 
 
 class TrainingDivergedError(UserError):
-    """The loss or a lambda became NaN/inf; the last good checkpoint is kept."""
+    """The loss, a lambda or a trainable parameter became NaN/inf; the last good checkpoint is kept."""
 
 
 class DiffLoRATrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss).all():
-            self._diverged(f"the loss became {loss.item()}")
+            self._diverged(f"the loss became {loss.item()}", step=self.state.global_step + 1)  # the step in progress
         return loss
 
     def log(self, logs: dict, start_time=None) -> None:
         values = lambdas(self.model)
-        for i, value in enumerate(values):
-            logs[f"lambda/{i:02d}"] = round(value, 5)
-        if values and not all(math.isfinite(v) for v in values):
+        if not all(math.isfinite(v) for v in values):
             self._diverged(f"a lambda became non-finite ({values})")
+        if "loss" in logs:
+            # One scalar per transformed layer beside each training loss, keyed by the layer index:
+            # the console, TensorBoard and log_history.json get them through Trainer's own log path.
+            for layer, value in zip(difflora_layers(self.model), values):
+                logs[f"lambda/{layer.layer_idx:02d}"] = round(value, 5)
         super().log(logs, start_time)
 
-    def _diverged(self, what: str) -> None:
+    def _save_checkpoint(self, model, trial):
+        # The optimizer step that produced a NaN runs after the step's loss was checked, so look at
+        # the weights themselves: a checkpoint is only ever written from finite trainable parameters.
+        bad = next((n for n, p in self.model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()),
+                   None)
+        if bad is not None:
+            self._diverged(f"parameter {bad} became non-finite")
+        super()._save_checkpoint(model, trial)
+
+    def _diverged(self, what: str, step: int | None = None) -> None:
         from .checkpoints import latest_complete_checkpoint
 
-        last = latest_complete_checkpoint(self.args.output_dir)
+        last = latest_complete_checkpoint(self.args.output_dir, set_aside=False)
         keep = f"the last good checkpoint is {last}" if last else "no checkpoint had been saved yet"
         raise TrainingDivergedError(
-            f"training stopped at step {self.state.global_step}: {what}; {keep}. "
+            f"training stopped at step {step or self.state.global_step}: {what}; {keep}. "
             "Lower training.learning_rate or use a fixed lambda (method.lambda_mode: fixed)."
         )
