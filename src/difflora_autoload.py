@@ -12,16 +12,27 @@ import sys
 
 
 class _ImportDiffloraAfterPeft(importlib.abc.MetaPathFinder):
+    """Stays on sys.meta_path until peft is really executed: find_spec("peft") alone (as
+    transformers' is_peft_available() does) must not use the hook up."""
+
+    def __init__(self):
+        self._searching = False
+
     def find_spec(self, name, path=None, target=None):
-        if name != "peft":
+        if name != "peft" or self._searching:
             return None
-        sys.meta_path.remove(self)  # once, and not for the find_spec call below
-        spec = importlib.util.find_spec("peft")
+        self._searching = True  # the find_spec below must not come back here
+        try:
+            spec = importlib.util.find_spec("peft")
+        finally:
+            self._searching = False
         if spec is None or spec.loader is None:
             return spec
         exec_peft = spec.loader.exec_module
 
         def exec_module(module):
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
             exec_peft(module)
             try:
                 import difflora  # noqa: F401

@@ -112,3 +112,8 @@ def test_installed_package_registers_itself_when_peft_is_imported(tmp_path):
     proc = _load_in_fresh_process(tmp_path, {"DIFFLORA_NO_AUTOLOAD": ""})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("DiffLoRAModel")
+    # transformers probes with find_spec("peft") before importing it; that must not use the hook up
+    probe = "import importlib.util, sys; importlib.util.find_spec('peft'); import peft; print('difflora' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "DIFFLORA_NO_AUTOLOAD": ""})
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
