@@ -1,20 +1,30 @@
 """`difflora eval nih|icl|degeneration|lm-eval`, `difflora analyze attention`, `difflora report`.
 
-Every command takes any mix of models with repeated --model SPEC (BASE, BASE::ADAPTER, ADAPTER_DIR).
+Every command takes any mix of models with repeated --model SPEC (BASE, BASE::ADAPTER,
+ADAPTER_DIR, optionally NAME=SPEC to choose the label shown in tables and plots) and writes
+per-sample JSONL, a summary JSON and PNG plots to --out.
 """
 
 from __future__ import annotations
 
 import os
+import re
+
+CHAT_CHOICES = {"auto": None, "on": True, "off": False}
 
 
-def _models_arg(parser) -> None:
-    parser.add_argument("--model", dest="models", action="append", required=True, metavar="SPEC",
-                        help="BASE, BASE::ADAPTER or ADAPTER_DIR (repeatable: models are compared side by side)")
+def _common(parser, needs_models: bool = True) -> None:
+    if needs_models:
+        parser.add_argument("--model", dest="models", action="append", required=True, metavar="SPEC",
+                            help="BASE, BASE::ADAPTER or ADAPTER_DIR, optionally NAME=SPEC (repeat to compare models)")
     parser.add_argument("--out", default="runs/eval", help="output folder (default runs/eval)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--chat-template", choices=list(CHAT_CHOICES), default="auto",
+                        help="wrap prompts in the tokenizer's chat template (auto: when it has one)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def register(subparsers) -> None:
@@ -22,128 +32,193 @@ def register(subparsers) -> None:
     sub = ev.add_subparsers(dest="eval_command", metavar="TASK", required=True)
 
     nih = sub.add_parser("nih", help="needle in a haystack: MK-2, MK-3, MV (RULER format)")
-    _models_arg(nih)
+    _common(nih)
     nih.add_argument("--tasks", nargs="+", default=["mk2", "mk3", "mv"], choices=["mk2", "mk3", "mv"])
-    nih.add_argument("--lengths", nargs="+", type=int, default=[256, 512, 1024, 2048, 4096])
-    nih.add_argument("--samples", type=int, default=20)
+    nih.add_argument("--lengths", nargs="+", type=int, default=[256, 512, 1024, 2048, 4096],
+                     help="context lengths in each model's tokens (chat template and answer prefix included)")
+    nih.add_argument("--samples", type=int, default=20, help="samples per task and length")
+    nih.add_argument("--haystack", choices=["needles", "noise", "essay"], default=None,
+                     help="override the tasks' haystacks (default: RULER's: distractor needles for MK, essay for MV)")
+    nih.add_argument("--max-new-tokens", type=int, default=None)
+    nih.add_argument("--train-length", type=int, default=None, help="draw the fine-tuning length on the plots")
     nih.set_defaults(func=_nih)
 
     icl = sub.add_parser("icl", help="many-shot in-context classification (HELMET format)")
-    _models_arg(icl)
+    _common(icl)
     icl.add_argument("--shots", nargs="+", type=int, default=[6, 12, 24, 48])
-    icl.add_argument("--samples", type=int, default=30)
-    icl.add_argument("--data", default="bundled:topics", help="JSONL of {text, label}, a datasets name, or bundled:topics")
+    icl.add_argument("--samples", type=int, default=30, help="test examples (the same at every shot count)")
+    icl.add_argument("--data", default="bundled:topics",
+                     help="JSONL of {text, label}, a datasets name (NAME or NAME:CONFIG), or bundled:topics")
+    icl.add_argument("--test-data", default=None, help="test examples from here (default: --data, each left out of its demos)")
+    icl.add_argument("--text-field", default="text")
+    icl.add_argument("--label-field", default="label")
+    icl.add_argument("--split", default="train", help="datasets split for demonstrations")
+    icl.add_argument("--test-split", default="test", help="datasets split of --test-data")
+    icl.add_argument("--max-new-tokens", type=int, default=8)
     icl.set_defaults(func=_icl)
 
     deg = sub.add_parser("degeneration", help="free-form generation: loops, repeated patterns, empty answers")
-    _models_arg(deg)
-    deg.add_argument("--prompts", default=None, help='JSONL of {"prompt": ...} (default: bundled prompts)')
+    _common(deg)
+    deg.add_argument("--prompts", default=None, help='JSONL of {"prompt": ...} or a .txt file (default: bundled prompts)')
     deg.add_argument("--max-new-tokens", type=int, default=64)
+    deg.add_argument("--worst", type=int, default=3, help="worst answers kept per model")
     deg.set_defaults(func=_degeneration)
 
-    lm = sub.add_parser("lm-eval", help="any lm-evaluation-harness task on a base model and adapters")
-    _models_arg(lm)
-    lm.add_argument("--tasks", nargs="+", required=True)
+    lm = sub.add_parser("lm-eval", help="any lm-evaluation-harness task on base models and adapters")
+    _common(lm)
+    lm.add_argument("--tasks", nargs="+", required=True, help="lm-eval task names (space or comma separated)")
     lm.add_argument("--include-path", default=None, help="folder of extra lm-eval task YAMLs")
-    lm.add_argument("--limit", type=int, default=None)
+    lm.add_argument("--limit", type=float, default=None, help="examples per task (a count, or a fraction below 1)")
     lm.add_argument("--num-fewshot", type=int, default=None)
+    lm.add_argument("--apply-chat-template", action="store_true")
     lm.set_defaults(func=_lm_eval)
 
     an = subparsers.add_parser("analyze", help="analyses of attention")
     an_sub = an.add_subparsers(dest="analyze_command", metavar="WHAT", required=True)
-    att = an_sub.add_parser("attention", help="attention mass per segment on needle prompts (Figure 4)")
-    _models_arg(att)
-    att.add_argument("--length", type=int, default=512)
+    att = an_sub.add_parser("attention", help="attention mass per segment on needle prompts (the paper's Figure 4)")
+    _common(att)
+    att.add_argument("--length", type=int, default=512, help="tokens of each generated needle prompt")
     att.add_argument("--prompts", type=int, default=4, help="number of generated needle prompts")
+    att.add_argument("--task", choices=["mk2", "mk3", "mv"], default="mk2", help="needle task of generated prompts")
+    att.add_argument("--prompts-file", default=None,
+                     help='your own prompts: JSONL of {"prompt", "needle", "query" (optional), "answer_prefix" (optional)}')
     att.set_defaults(func=_attention)
 
     rep = subparsers.add_parser("report", help="gather evaluation folders into report.md + report.html")
     rep.add_argument("runs", nargs="+", help="folders written by difflora eval/analyze (--out)")
     rep.add_argument("--out", default=None, help="report folder (default: the first run folder)")
+    rep.add_argument("--title", default="difflora evaluation report")
     rep.set_defaults(func=_report)
 
 
-def _load(specs: list[str]) -> dict:
+# --------------------------------------------------------------------------------------------
+
+_LABELLED = re.compile(r"^([A-Za-z0-9_.+-]+)=(.+)$")
+
+
+def split_label(spec: str) -> tuple[str | None, str]:
+    """"NAME=SPEC" -> (NAME, SPEC); a plain SPEC -> (None, SPEC)."""
+    match = _LABELLED.match(spec)
+    if match and not os.path.exists(spec):
+        return match.group(1), match.group(2)
+    return None, spec
+
+
+def load_models(specs: list[str], dtype: str = "auto", device: str | None = None, quiet: bool = False) -> dict:
+    """{label: (model, tokenizer)} for --model specs; a bad adapter is a one-line UserError."""
+    import torch
+    from rich.console import Console
+
+    from ..errors import UserError
     from ..models import load_model, parse_model_spec
 
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    console = Console(stderr=True, quiet=quiet)
     models = {}
-    for spec in specs:
+    for raw in specs:
+        name, spec = split_label(raw)
         parsed = parse_model_spec(spec)
-        label = parsed.label
+        label = name or parsed.label
         while label in models:
             label += "'"
-        models[label] = load_model(parsed)
+        console.print(f"loading {label} ({spec})")
+        try:
+            models[label] = load_model(parsed, dtype=dtype, device=device)
+        except RuntimeError as exc:  # PEFT's state-dict shape mismatch for a LoRA made on another base
+            if "size mismatch" not in str(exc):
+                raise
+            raise UserError(f"adapter '{parsed.adapter}' does not fit base '{parsed.base}' (weight shapes differ): "
+                            "it was made for another base model") from None
     return models
+
+
+def _chat(args):
+    return CHAT_CHOICES[args.chat_template]
 
 
 def _nih(args) -> int:
     from ..evaluation.run_nih import run_nih
 
-    summary = run_nih(_load(args.models), args.tasks, args.lengths, args.samples, args.seed, args.out,
-                      args.batch_size, show_progress=not args.quiet)
-    _print_table("needle in a haystack", {(m, t): {n: e["mean"] for n, e in d.items()}
-                                          for m, tasks in summary.items() for t, d in tasks.items()})
+    summary = run_nih(load_models(args.models, args.dtype, args.device, args.quiet), args.tasks, args.lengths,
+                      args.samples, args.seed, args.out, args.batch_size, args.max_new_tokens,
+                      show_progress=not args.quiet, train_length=args.train_length, haystack=args.haystack,
+                      chat=_chat(args))
+    _print_table("needle in a haystack (accuracy)", {(m, t.upper()): {n: e["mean"] for n, e in d.items()}
+                                                     for m, tasks in summary.items() for t, d in tasks.items()})
+    _wrote(args.out)
     return 0
 
 
 def _icl(args) -> int:
     from ..evaluation.run_icl import run_icl
 
-    summary = run_icl(_load(args.models), args.shots, args.samples, args.data, args.seed, args.out, args.batch_size,
-                      show_progress=not args.quiet)
-    _print_table("many-shot ICL", {(m,): {k: e["mean"] for k, e in d.items()} for m, d in summary.items()})
+    summary = run_icl(load_models(args.models, args.dtype, args.device, args.quiet), args.shots, args.samples,
+                      args.data, args.seed, args.out, args.batch_size, show_progress=not args.quiet,
+                      test_data=args.test_data, text_field=args.text_field, label_field=args.label_field,
+                      split=args.split, test_split=args.test_split, chat=_chat(args), max_new_tokens=args.max_new_tokens)
+    _print_table("many-shot ICL (accuracy by shots)", {(m,): {k: e["mean"] for k, e in d.items()} for m, d in summary.items()})
+    _wrote(args.out)
     return 0
 
 
 def _degeneration(args) -> int:
     from ..evaluation.degeneration import run_degeneration
 
-    summary = run_degeneration(_load(args.models), args.prompts, args.max_new_tokens, args.out, args.batch_size,
-                               show_progress=not args.quiet)
-    _print_table("degenerate generation", {(m,): {"rate": s["rate"]["mean"], "distinct-2": s["distinct_2"]}
-                                           for m, s in summary.items()})
+    summary = run_degeneration(load_models(args.models, args.dtype, args.device, args.quiet), args.prompts,
+                               args.max_new_tokens, args.out, args.batch_size, show_progress=not args.quiet,
+                               worst=args.worst, chat=_chat(args))
+    _print_table("degenerate generation", {(m,): {"degenerate": s["rate"]["mean"], "empty": s["empty"],
+                                                  "loop": s["ngram_loop"], "char pattern": s["char_pattern"],
+                                                  "distinct-2": s["distinct_2"]} for m, s in summary.items()})
+    _wrote(args.out)
     return 0
 
 
 def _lm_eval(args) -> int:
-    from ..evaluation.lm_eval_model import evaluate
-    from ..evaluation.results import write_json
-    from ..models import parse_model_spec
+    from ..evaluation.lm_eval_model import run_lm_eval
+    from ..evaluation.lm_eval_results import primary_metrics
 
-    results = {}
-    for spec in args.models:
-        parsed = parse_model_spec(spec)
-        out = evaluate(parsed.base, parsed.adapter, args.tasks, args.include_path, args.limit, args.batch_size,
-                       args.num_fewshot)
-        results[parsed.label] = out["results"]
-    write_json(os.path.join(args.out, "lm_eval_summary.json"), results)
-    _print_table("lm-eval", {(m, t): {k: v for k, v in r.items() if isinstance(v, float)}
-                             for m, tasks in results.items() for t, r in tasks.items()})
+    tasks = [t for item in args.tasks for t in item.split(",") if t]
+    limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
+    summary = run_lm_eval(load_models(args.models, args.dtype, args.device, args.quiet), tasks, args.include_path,
+                          limit, args.num_fewshot, args.batch_size, args.out, args.apply_chat_template, seed=args.seed)
+    _print_table("lm-eval", {(m, t): {k.split(",")[0]: v for k, (v, _) in primary_metrics(r).items()}
+                             for m, per_task in summary.items() for t, r in per_task.items()})
+    _wrote(args.out)
     return 0
 
 
 def _attention(args) -> int:
-    from ..analysis.attention_mass import run_attention_mass
+    from ..analysis.attention_mass import attention_mass
 
-    summary = run_attention_mass(_load(args.models), args.length, args.prompts, seed=args.seed, out_dir=args.out)
-    _print_table("attention mass (mean over layers)", {(m, kind): values for m, s in summary.items()
-                                                       for kind, values in s["mean"].items()})
+    summary = attention_mass(load_models(args.models, args.dtype, args.device, args.quiet), args.prompts_file,
+                             args.length, args.prompts, args.task, args.seed, args.out, _chat(args),
+                             show_progress=not args.quiet)
+    _print_table("attention mass per token of segment (mean over layers)",
+                 {(m, kind): values for m, s in summary.items() for kind, values in s["mean"].items()})
+    _wrote(args.out)
     return 0
 
 
 def _report(args) -> int:
     from ..evaluation.report import write_report
 
-    md, page = write_report(args.runs, args.out or args.runs[0])
+    md, page = write_report(args.runs, args.out, args.title)
     print(f"wrote {md} and {page}")
     return 0
+
+
+def _wrote(out: str) -> None:
+    print(f"results in {out}/ (per-sample JSONL, summary JSON, PNG plots); `difflora report {out}` makes a page of them")
 
 
 def _print_table(title: str, rows: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    columns = sorted({c for values in rows.values() for c in values}, key=lambda c: (isinstance(c, str), c))
+    columns = list(dict.fromkeys(c for values in rows.values() for c in values))
+    if all(isinstance(c, int) or str(c).isdigit() for c in columns):
+        columns = sorted(columns, key=int)
     table = Table(title=title)
     table.add_column("model")
     for c in columns:

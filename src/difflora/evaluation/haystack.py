@@ -1,11 +1,21 @@
-"""The text that needles hide in: RULER's repeated noise sentences, distractor needles, and a
-prose-like filler generated here (RULER uses Paul Graham essays; shipping those is not possible,
-so essay-style haystacks are generated from a seeded grammar: a documented deviation)."""
+"""The text that needles hide in, and the random keys and values of the needles.
+
+Three haystacks, as in RULER:
+- "needles": distractor needles (the same needle sentence with other keys and values), one per line;
+- "noise": RULER's repeated noise text (NOISE), one copy per line;
+- "essay": prose. RULER uses Paul Graham's essays; this package cannot ship them, so essay-style
+  haystacks are sentences from a small seeded grammar (essay_sentences). This is a deliberate,
+  documented deviation: the filler is grammatical English but far less varied than real essays.
+Keys and values follow RULER: words are adjective-noun pairs, numbers have 7 digits, uuids are uuid4.
+"""
 
 from __future__ import annotations
 
 import random
 import uuid
+
+# RULER inserts multi-value needles into essays at distinct depths drawn from these 40 percentages.
+DEPTHS = tuple(round(i * 100 / 39) for i in range(40))
 
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 

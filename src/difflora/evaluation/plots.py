@@ -10,24 +10,52 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def accuracy_lines(series: dict[str, dict[int, dict]], xlabel: str, title: str, path: str,
+def accuracy_lines(series: dict[str, dict], xlabel: str, title: str, path: str,
                    reference_x: float | None = None) -> str:
-    """series: label -> {x: {"mean", "ci_low", "ci_high"}}; one line per model with its CI band."""
+    """series: label -> {x: {"mean", "ci_low", "ci_high"}} (x may be a string, as read back from
+    JSON); one line per model with its confidence band."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, points in series.items():
-        xs = sorted(points)
-        means = [points[x]["mean"] for x in xs]
-        ax.plot(xs, means, marker="o", label=label)
-        ax.fill_between(xs, [points[x]["ci_low"] for x in xs], [points[x]["ci_high"] for x in xs], alpha=0.15)
+        xs = sorted(points, key=float)
+        ax.plot([float(x) for x in xs], [points[x]["mean"] for x in xs], marker="o", label=label)
+        ax.fill_between([float(x) for x in xs], [points[x]["ci_low"] for x in xs], [points[x]["ci_high"] for x in xs],
+                        alpha=0.15)
     if reference_x:
         ax.axvline(reference_x, color="grey", linestyle=":", linewidth=1)
         ax.text(reference_x, 1.02, " fine-tuning length", fontsize=7, color="grey")
-    ax.set_xscale("log", base=2)
+    if all(float(x) > 0 for points in series.values() for x in points):
+        ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("accuracy (95% bootstrap band)")
     ax.set_ylim(-0.02, 1.05)
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def grouped_bars(values: dict[str, dict[str, float]], title: str, ylabel: str, path: str,
+                 errors: dict[str, dict[str, tuple[float, float]]] | None = None) -> str:
+    """values: model -> {group: value}; bars grouped by group, one colour per model.
+    errors: model -> {group: (low, high)} drawn as error bars."""
+    groups = list(dict.fromkeys(g for per_model in values.values() for g in per_model))
+    labels = list(values)
+    width = 0.8 / max(1, len(labels))
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(groups) + 2), 4.0))
+    for j, label in enumerate(labels):
+        xs = [i + (j - (len(labels) - 1) / 2) * width for i in range(len(groups))]
+        heights = [values[label].get(g, 0.0) for g in groups]
+        ax.bar(xs, heights, width, label=label)
+        spans = (errors or {}).get(label, {})
+        with_ci = [(x, h, spans[g]) for x, h, g in zip(xs, heights, groups) if g in spans]
+        if with_ci:
+            ax.errorbar([x for x, _, _ in with_ci], [h for _, h, _ in with_ci],
+                        yerr=[[h - s[0] for _, h, s in with_ci], [s[1] - h for _, h, s in with_ci]],
+                        fmt="none", ecolor="black", capsize=2, linewidth=0.8)
+    ax.set_xticks(range(len(groups)), groups, fontsize=8, rotation=15 if len(groups) > 4 else 0)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
     return _save(fig, path)
 

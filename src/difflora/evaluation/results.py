@@ -1,4 +1,4 @@
-"""Writing evaluation results: per-sample JSONL, a summary JSON, and progress for long runs."""
+"""Writing evaluation results (per-sample JSONL, summary JSON) and progress for long runs."""
 
 from __future__ import annotations
 
@@ -6,29 +6,55 @@ import contextlib
 import json
 import os
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
-def write_jsonl(path: str, rows: list[dict]) -> None:
+def write_jsonl(path: str, rows: list[dict]) -> str:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         for row in rows:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(row, default=str) + "\n")
+    return path
 
 
-def write_json(path: str, data) -> None:
+def write_json(path: str, data) -> str:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         json.dump(data, f, indent=1, default=str)
+    return path
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
 
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int, enabled: bool = True):
-    """Yields advance(n); a rich progress bar on stderr when enabled."""
+    """Yields advance(n): a rich progress bar on stderr when enabled, a no-op otherwise."""
     if not enabled:
         yield lambda n=1: None
         return
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=False) as bar:
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+def write_results(out_dir: str, name: str, summary: dict, rows: list[dict], settings: dict) -> dict[str, str]:
+    """{name}_samples.jsonl (one row per sample and model), {name}_summary.json (what the run
+    function returns) and {name}_settings.json (how it was run)."""
+    return {
+        "samples": write_jsonl(os.path.join(out_dir, f"{name}_samples.jsonl"), rows),
+        "summary": write_json(os.path.join(out_dir, f"{name}_summary.json"), summary),
+        "settings": write_json(os.path.join(out_dir, f"{name}_settings.json"), settings),
+    }

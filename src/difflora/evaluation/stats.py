@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import random
+import math
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass
@@ -21,10 +23,12 @@ class Estimate:
 
 
 def bootstrap(values: list[float], n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> Estimate:
-    if not values:
-        return Estimate(float("nan"), float("nan"), float("nan"), 0)
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
-    tail = (1 - level) / 2
-    return Estimate(sum(values) / n, means[int(tail * n_boot)], means[min(n_boot - 1, int((1 - tail) * n_boot))], n)
+    """Mean of `values` with a percentile-bootstrap interval (resampling the samples with replacement)."""
+    if len(values) == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    data = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), size=(n_boot, len(data)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return Estimate(float(data.mean()), float(low), float(high), len(data))
