@@ -25,17 +25,26 @@ def lambdas(model: nn.Module) -> list[float]:
     return out
 
 
-def attention_maps(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[dict]:
-    """For each transformed layer (in order): {"positive", "negative", "lambda", "layer"}.
+def attention_maps(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                   layers: list[int] | None = None) -> list[dict]:
+    """For each transformed layer (in order; or only the layer indices in `layers`, which keeps
+    memory down on long prompts): {"positive", "negative", "lambda", "layer"}.
 
     positive/negative are the two softmax maps (batch x heads x query x key, float32, not scaled
     by lambda) of exactly the forward model(input_ids, attention_mask=attention_mask). They are
     built only here, by running that forward once with the eager backend; the normal forward
     never builds them.
     """
+    wanted = layers
     layers = difflora_layers(model)
     if not layers:
         raise ValueError("attention_maps needs a model with DiffLoRA layers (get_peft_model(model, DiffLoRAConfig(...)))")
+    if wanted is not None:
+        missing = set(wanted) - {m.layer_idx for m in layers}
+        if missing:
+            raise ValueError(f"layers {sorted(missing)} are not transformed by DiffLoRA "
+                             f"(transformed: {[m.layer_idx for m in layers]})")
+        layers = [m for m in layers if m.layer_idx in set(wanted)]
     for layer in layers:
         layer.capture_maps, layer.captured = True, None
     try:

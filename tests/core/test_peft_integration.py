@@ -153,3 +153,13 @@ def test_delete_adapter_removes_every_trace():
     for name in (*layer.adapter_layer_names, *layer.other_param_names):
         assert "default" not in getattr(layer, name), name
     assert torch.isfinite(logits(model)).all()
+
+
+def test_attention_maps_for_chosen_layers_only():
+    model = get_peft_model(tiny_model("llama", layers=3), DiffLoRAConfig(r=4)).eval()
+    every = difflora.attention_maps(model, IDS)
+    one = difflora.attention_maps(model, IDS, layers=[2])
+    assert [m["layer"] for m in every] == [0, 1, 2] and [m["layer"] for m in one] == [2]
+    assert torch.equal(one[0]["positive"], every[2]["positive"])
+    with pytest.raises(ValueError, match="not transformed"):
+        difflora.attention_maps(model, IDS, layers=[7])
