@@ -1,0 +1,207 @@
+"""run_selection: a DiffoRA search from a training config, end to end.
+
+    search (relaxed DAM, alternating updates) -> discretise (sampling rate or budget)
+    -> kept adapters inherit their search weights -> adapter folder + train config + DAM JSON + heat map
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import dataclass, field
+
+import torch
+import yaml
+
+from ..errors import UserError
+from ..models import load_base
+from ..train.config import TrainConfig, load_train_config
+from .candidates import Candidate
+from .dam import DAM
+from .data import batches, search_splits
+from .discretize import check_budget, check_sampling_rate, discretize
+from .export import (
+    build_exported_model,
+    equivalent_gates,
+    export_method,
+    inherit,
+    save_adapter,
+    write_train_config,
+)
+from .heatmap import plot_dam
+from .relaxation import build_search_model
+from .search import SearchHistory, SearchSettings, run_search
+
+DEFAULT_METHODS = {"lora": {"type": "lora", "preset": "lora-8"},
+                   "difflora": {"type": "difflora", "preset": "difflora-64-fixed"}}
+NUMERIC_KEYS = ("sampling_rate", "budget", "search_steps", "heldout_fraction", "learning_rate", "arch_learning_rate",
+                "batch_size")
+SELECT_KEYS = ("method", "out", *NUMERIC_KEYS)
+
+
+@dataclass
+class SelectionResult:
+    method: str                      # lora | difflora
+    dam: DAM                         # architecture weights of every candidate, and which were kept
+    kept: list[Candidate]
+    trainable_params: int            # of the selected adapter
+    method_section: dict             # the selected configuration's `method:` section
+    out_dir: str
+    adapter_dir: str                 # PEFT adapter folder with the inherited weights (+ tokenizer)
+    config_path: str                 # training config for `difflora train`
+    dam_json: str
+    heatmap: str
+    folded: bool                     # architecture weights folded into the exported weights (see export.py)
+    equivalent_gates: list[float]    # weights under which the search model equals the exported one
+    history: SearchHistory = field(default_factory=SearchHistory)
+
+
+def run_selection(config: str | os.PathLike | dict, method: str | None = None, sampling_rate: float | None = None,
+                  budget: int | None = None, search_steps: int | None = None, out_dir: str | None = None,
+                  heldout_fraction: float | None = None, overrides: list[str] | None = None,
+                  progress: bool = True) -> SelectionResult:
+    """Search, discretise and export. Options not given here come from the config's optional
+    `select:` section, then the defaults (sampling rate 0.5 unless a budget is given, 200 steps)."""
+    raw, options = _options(config, dict(method=method, sampling_rate=sampling_rate, budget=budget,
+                                         search_steps=search_steps, out=out_dir, heldout_fraction=heldout_fraction))
+    cfg = load_train_config(raw, overrides)
+    method_section = _method_for(cfg, options.get("method"))
+    rate, budget = options.get("sampling_rate"), options.get("budget")
+    if rate is not None and budget is not None:
+        raise UserError("give either a sampling rate or a parameter budget, not both")
+    if rate is not None:
+        check_sampling_rate(rate)
+    seed = int(cfg.training.get("seed", 0))
+    settings = SearchSettings(steps=options.get("search_steps", SearchSettings.steps),
+                              learning_rate=options.get("learning_rate", cfg.training.get("learning_rate", 1e-4)),
+                              arch_learning_rate=options.get("arch_learning_rate", SearchSettings.arch_learning_rate))
+    settings.check()
+
+    from transformers import set_seed
+
+    set_seed(seed)
+    base, tokenizer = _load(cfg)
+    train_set, heldout_set = search_splits(cfg, tokenizer, options.get("heldout_fraction"), seed)
+    batch_size = int(options.get("batch_size", cfg.training.get("per_device_train_batch_size", 1)))
+    search = build_search_model(base, method_section)
+    if budget is not None:
+        check_budget(budget, search.candidates)
+    history = run_search(search, batches(train_set, batch_size, tokenizer.pad_token_id, seed),
+                         batches(heldout_set, batch_size, tokenizer.pad_token_id, seed + 1), settings,
+                         progress=progress)
+    weights = search.arch().detach().float().cpu().tolist()
+    kept = discretize(weights, search.candidates, rate, budget)
+    inherited = inherit(search, kept)
+    dam = DAM(method_section["type"], search.candidates, weights, kept)
+    selected = export_method(search.method, kept)
+    del search, base  # the exported model is built on a fresh copy of the base weights
+    _free_memory()
+
+    exported, folded = build_exported_model(_load(cfg)[0], selected, kept, inherited)
+    out = options.get("out") or cfg.output_dir
+    os.makedirs(out, exist_ok=True)
+    adapter_dir = save_adapter(exported, tokenizer, os.path.join(out, "adapter"))
+    trainable = sum(p.numel() for p in exported.parameters() if p.requires_grad)
+    how = f"within a budget of {budget:,} parameters" if budget is not None else f"(sampling rate {rate or 0.5})"
+    note = f"{len(kept)} of {len(dam.candidates)} {dam.method} candidates kept {how}, {trainable:,} trainable parameters"
+    gates = equivalent_gates(dam.candidates, kept, inherited, folded)
+    dam_json = dam.save_json(os.path.join(out, "dam.json"), sampling_rate=rate, budget=budget,
+                             trainable_params=trainable, folded=folded, equivalent_gates=gates,
+                             search=dict(steps=history.steps, train_loss=history.train_loss,
+                                         heldout_loss=history.heldout_loss, settings=settings.__dict__))
+    result = SelectionResult(dam.method, dam, kept, trainable, selected, out, adapter_dir,
+                             write_train_config(_train_dict(cfg), selected, out, adapter_dir, note), dam_json,
+                             plot_dam(dam, os.path.join(out, "dam.png")), folded, gates, history)
+    if progress:
+        _print_summary(result, note)
+    return result
+
+
+def _options(config, given: dict) -> tuple[dict, dict]:
+    """The training config (a dict) and the selection options: the arguments given, over the
+    config's `select:` section (a rate given replaces a budget there and vice versa)."""
+    raw, section = _read_config(config)
+    given = {k: v for k, v in given.items() if v is not None}
+    if "budget" in given:
+        section.pop("sampling_rate", None)
+    if "sampling_rate" in given:
+        section.pop("budget", None)
+    options = {**section, **given}
+    return raw, {k: _number(v) if k in NUMERIC_KEYS else v for k, v in options.items()}
+
+
+def _read_config(config) -> tuple[dict, dict]:
+    """The training config (as a dict) and its optional `select:` section."""
+    if isinstance(config, dict):
+        raw = dict(config)
+    else:
+        path = os.fspath(config)
+        if not os.path.isfile(path):
+            raise UserError(f"config file '{path}' does not exist")
+        with open(path) as f:
+            try:
+                raw = yaml.safe_load(f) or {}
+            except yaml.YAMLError as exc:
+                raise UserError(f"config file '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(raw, dict):
+            raise UserError(f"config file '{path}' must hold a mapping (model:, output_dir:, method:, data:, ...)")
+    options = dict(raw.pop("select", None) or {})
+    if unknown := set(options) - set(SELECT_KEYS):
+        raise UserError(f"unknown select key(s) {sorted(unknown)}; known: {', '.join(SELECT_KEYS)}")
+    return raw, options
+
+
+def _number(value):
+    """YAML 1.1 reads 1e-3 (no dot) as a string; a whole float (2.5e5) is a count."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _method_for(cfg: TrainConfig, method: str | None) -> dict:
+    kind = cfg.method.get("type", "difflora")
+    if method is None:
+        method = kind
+    if method not in DEFAULT_METHODS:
+        raise UserError(f"DiffoRA selects modules for LoRA or DiffLoRA: method must be lora or difflora, got '{method}'")
+    return dict(cfg.method) if method == kind else dict(DEFAULT_METHODS[method])
+
+
+def _load(cfg: TrainConfig):
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if cfg.training.get("bf16") else "float32")
+    device = "cuda" if torch.cuda.is_available() else None
+    model, tokenizer = load_base(cfg.model, dtype=dtype, attn_implementation=cfg.attn_implementation, device=device)
+    if cfg.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
+    if tokenizer.chat_template is None:
+        raise UserError(f"the tokenizer of '{cfg.tokenizer or cfg.model}' has no chat template; give one with "
+                        "tokenizer: PATH (a tokenizer folder whose tokenizer_config.json has chat_template)")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _train_dict(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in cfg.to_dict().items() if v is not None}
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _print_summary(result: SelectionResult, note: str) -> None:
+    from rich.console import Console
+
+    kept = ", ".join(c.label for c in result.kept[:12]) + (" ..." if len(result.kept) > 12 else "")
+    Console(stderr=True).print(
+        f"[bold]difflora select[/]: {note}\n  kept: {kept}\n  adapter (inherited weights"
+        f"{', architecture weights folded in' if result.folded else ''}): {result.adapter_dir}\n"
+        f"  train with: difflora train {result.config_path}\n  DAM: {result.heatmap}, {result.dam_json}"
+    )

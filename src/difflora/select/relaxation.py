@@ -1,0 +1,148 @@
+"""Continuous relaxation of the DAM: every candidate's adapter output is scaled by a learned
+architecture weight a_i = sigmoid(logit_i) (DARTS with two operations per candidate, "adapter" and
+"nothing": their two-way softmax is a sigmoid).
+
+LoRA: the LoRA delta of module i becomes a_i * B A x * scaling (a forward hook on lora_B, whose
+output the PEFT layer adds to the frozen result).
+DiffLoRA: layer l's output becomes base + a_l * (difflora - base), where base is the plain
+attention (module.base_layer called with the same arguments) and difflora the DiffLoRAAttention's
+own output (a forward hook on that module; the tuner itself is not changed).
+
+The hooks live outside the model's state, so save_pretrained / PEFT state dicts never see them;
+remove() takes them off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from peft import get_peft_model
+from torch import nn
+
+from ..errors import UserError
+from ..train.method import LORA_8, peft_config_for
+from .candidates import LORA_KINDS, Candidate, candidate_module, enumerate_candidates, lora_target_names
+
+# method keys that describe the search space; the exported config replaces them with the selection
+SEARCH_SPACE_KEYS = ("target_modules", "layers_to_transform", "layers_pattern")
+
+
+class ArchitectureWeights(nn.Module):
+    """The relaxed DAM: one logit per candidate, weight = sigmoid(logit) in (0, 1)."""
+
+    def __init__(self, n_candidates: int, init_logit: float = 0.0):
+        super().__init__()
+        self.logits = nn.Parameter(torch.full((n_candidates,), float(init_logit)))
+        self._fixed: torch.Tensor | None = None
+
+    def forward(self) -> torch.Tensor:
+        return self._fixed if self._fixed is not None else torch.sigmoid(self.logits)
+
+    @contextlib.contextmanager
+    def fixed(self, values):
+        """Run forwards with the weights set to `values` (e.g. 0 for dropped candidates)."""
+        self._fixed = torch.as_tensor(values, dtype=self.logits.dtype, device=self.logits.device)
+        try:
+            yield self
+        finally:
+            self._fixed = None
+
+
+@dataclass
+class SearchModel:
+    model: nn.Module                 # PeftModel with an adapter on every candidate
+    method: dict                     # the method section the search ran (search-space keys removed)
+    candidates: list[Candidate]
+    arch: ArchitectureWeights
+    handles: list = field(default_factory=list)
+
+    def remove_gates(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+def build_search_model(base_model: nn.Module, method: dict, init_logit: float = 0.0) -> SearchModel:
+    """Wrap every candidate of base_model (modified in place) with an adapter and a gate."""
+    kind = method.get("type", "difflora")
+    if kind == "lora":
+        model, search_method = _lora_model(base_model, method)
+    elif kind == "difflora":
+        model, search_method = _difflora_model(base_model, method)
+    else:
+        raise UserError(f"DiffoRA selects modules for method.type lora or difflora, not '{kind}'")
+    candidates = enumerate_candidates(model)
+    arch = ArchitectureWeights(len(candidates), init_logit).to(_device_of(model))
+    attach = _attach_lora_gate if kind == "lora" else _attach_difflora_gate
+    handles = [attach(candidate_module(model, c), c.index, arch) for c in candidates]
+    return SearchModel(model, search_method, candidates, arch, handles)
+
+
+# ------------------------------------------------------------------------------------------------
+# building the all-candidates model
+
+
+def _lora_model(base_model, method):
+    # the lora-8 defaults written out, so the exported config says what it trains
+    fields = {**LORA_8, **{k: v for k, v in method.items() if k not in ("type", "preset")}}
+    kinds = fields.get("target_modules") or LORA_KINDS
+    if isinstance(kinds, str):
+        raise UserError("for DiffoRA give method.target_modules as a list of module kinds (e.g. [q_proj, v_proj]), "
+                        "not a regular expression")
+    layers = _layer_list(fields.get("layers_to_transform"))
+    search_method = {"type": "lora", **{k: v for k, v in fields.items() if k not in SEARCH_SPACE_KEYS}}
+    names = lora_target_names(base_model, tuple(kinds), layers)
+    model = get_peft_model(base_model, peft_config_for({**search_method, "target_modules": names}))
+    return model, search_method
+
+
+def _difflora_model(base_model, method):
+    search_method = {k: v for k, v in method.items() if k not in SEARCH_SPACE_KEYS}
+    search_method["type"] = "difflora"
+    layers = _layer_list(method.get("layers_to_transform"))
+    config_method = {**search_method, **({"layers_to_transform": layers} if layers else {})}
+    model = get_peft_model(base_model, peft_config_for(config_method))
+    return model, search_method
+
+
+def _layer_list(layers):
+    if layers is None:
+        return None
+    return [layers] if isinstance(layers, int) else list(layers)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+# ------------------------------------------------------------------------------------------------
+# gates
+
+
+def _attach_lora_gate(layer: nn.Module, index: int, arch: ArchitectureWeights):
+    if getattr(layer, "lora_variant", None):
+        raise UserError("DiffoRA relaxes plain LoRA: remove use_dora (and other LoRA variants) from method")
+    adapter = layer.active_adapters[0]
+
+    def scale_delta(_module, _inputs, output):
+        return output * arch()[index].to(output.dtype)
+
+    # The PEFT layer computes result + lora_B(lora_A(x)) * scaling: scaling lora_B's output scales the delta.
+    return layer.lora_B[adapter].register_forward_hook(scale_delta)
+
+
+def _attach_difflora_gate(layer: nn.Module, index: int, arch: ArchitectureWeights):
+    def mix_with_base(module, args, kwargs, output):
+        if module.disable_adapters or module._active() is None:
+            return output
+        if kwargs.get("past_key_values") is not None:
+            raise RuntimeError("the DiffoRA relaxation recomputes the plain attention and cannot share a KV cache: "
+                               "run the search model with use_cache=False")
+        base = module.base_layer(*args, **kwargs)[0]
+        weight = arch()[index].to(base.dtype)
+        return (base + weight * (output[0] - base), *output[1:])
+
+    return layer.register_forward_hook(mix_with_base, with_kwargs=True)
+
