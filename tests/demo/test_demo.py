@@ -1,12 +1,17 @@
-"""The quick demo end to end: report sections and plots, base cache reuse and rebuild, resume."""
+"""`difflora demo --quick` end to end: interrupted after a fine-tune, resumed to the end; the report
+has every section and plot; the base model cache is reused and rebuilt when its recipe changes."""
 
+import dataclasses
 import json
 import os
 
 import pytest
 
 from difflora.cli.main import main as cli
-from difflora.demo.base_model import QUICK_RECIPE, base_dir, ensure_base
+from difflora.demo.base_model import QUICK_RECIPE, base_dir, ensure_base, is_built
+from difflora.demo.plan import ALL_MODELS
+
+STOP = "train:difflora-64"  # interrupt after the second fine-tune
 
 
 @pytest.fixture(scope="module")
@@ -16,62 +21,135 @@ def cache(tmp_path_factory):
     os.environ["DIFFLORA_CACHE"] = str(path)
     yield path
     if old is None:
-        del os.environ["DIFFLORA_CACHE"]
+        os.environ.pop("DIFFLORA_CACHE", None)
     else:
         os.environ["DIFFLORA_CACHE"] = old
 
 
+def _demo(out) -> int:
+    return cli(["demo", "--quick", "--out", str(out), "--threads", "1"])
+
+
 @pytest.fixture(scope="module")
-def interrupted_then_resumed(cache, tmp_path_factory):
-    """A quick demo stopped after fine-tuning, then run again to completion."""
+def runs(cache, tmp_path_factory):
+    """A quick demo stopped after a fine-tune, then the same command again to the end."""
     out = tmp_path_factory.mktemp("demo")
-    os.environ["DIFFLORA_DEMO_STOP_AFTER"] = "train"
+    os.environ["DIFFLORA_DEMO_STOP_AFTER"] = STOP
     try:
-        assert cli(["demo", "--quick", "--out", str(out), "--threads", "1"]) == 3
+        assert _demo(out) == 3
     finally:
         del os.environ["DIFFLORA_DEMO_STOP_AFTER"]
-    marker = out / "adapters" / "difflora-32" / "training_complete.json"
-    first_mtime = marker.stat().st_mtime
+    first = json.loads((out / "state.json").read_text())
+    first_base = json.loads((out / "base.json").read_text())
+    markers = {m: (out / "adapters" / m / "training_complete.json") for m in ("lora-8", "difflora-64")}
+    mtimes = {m: p.stat().st_mtime_ns for m, p in markers.items()}
     assert not (out / "report.md").exists()
-    assert cli(["demo", "--quick", "--out", str(out), "--threads", "1"]) == 0
-    return out, first_mtime
+    assert _demo(out) == 0
+    return dict(out=out, first=first, first_base=first_base, mtimes=mtimes, markers=markers)
 
 
-def test_report_has_every_section_and_plot(interrupted_then_resumed):
-    out, _ = interrupted_then_resumed
+def test_interrupted_run_stops_after_the_named_stage(runs):
+    stages = runs["first"]["stages"]
+    assert all(stages[s]["done"] for s in ("base", "data", "train:lora-8", STOP))
+    assert "train:difflora-64-fixed" not in stages and not any(s.startswith("eval:") for s in stages)
+    assert runs["first_base"]["built_now"] is True
+
+
+def test_resumed_run_does_not_redo_finished_stages(runs):
+    for model, marker in runs["markers"].items():
+        assert marker.stat().st_mtime_ns == runs["mtimes"][model], f"{model} was fine-tuned again"
+    stages = json.loads((runs["out"] / "state.json").read_text())["stages"]
+    for stage in ("base", "data", "train:lora-8", STOP):
+        assert stages[stage] == runs["first"]["stages"][stage], stage
+    expected = {f"train:{m}" for m in ALL_MODELS} | {f"eval:{m}" for m in ("base", *ALL_MODELS)} | {"report"}
+    assert expected <= {s for s, entry in stages.items() if entry["done"]}
+
+
+def test_second_invocation_reuses_the_cached_base(runs):
+    base = json.loads((runs["out"] / "base.json").read_text())
+    assert base["built_now"] is False and base["path"] == runs["first_base"]["path"]
+    assert base["path"] == base_dir(QUICK_RECIPE) and is_built(base["path"])
+
+
+def test_report_has_every_section_plot_and_model(runs):
+    out = runs["out"]
     md = (out / "report.md").read_text()
-    for section in ("## What was run", "## Models x metrics", "## The paper's findings beside the demo's",
-                    "## Needle in a haystack", "## Many-shot in-context learning", "## Attention mass per segment",
-                    "## Degenerate generation", "## Training", "Base model quality: at 300 tokens it retrieves"):
-        assert section in md, section
-    for model in ("base", "lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "shared-diff"):
-        assert f"| {model} |" in md
-    for png in ("eval/nih_mk2.png", "eval/nih_mk3.png", "eval/nih_mv.png", "eval/icl.png", "eval/attention_mass.png",
-                "loss_curves.png", "lambdas.png"):
-        assert f"]({png})" in md and (out / png).stat().st_size > 5000, png
-    assert "<img" in (out / "report.html").read_text()
-    held_out = json.loads((out / "eval" / "demo_loss.json").read_text())
-    assert set(held_out) == {"base", "lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn",
-                             "shared-diff"}
+    for heading in ("## What was run", "## Base model quality", "## Models x metrics",
+                    "## The paper's findings beside the demo's", "## Needle in a haystack",
+                    "## Many-shot in-context learning", "## Attention mass per segment", "## Degenerate generation",
+                    "## Held-out loss", "## Training"):
+        assert heading in md, heading
+    assert "At the shortest context (256 tokens) the base model retrieves" in md
+    for model in ("base", *ALL_MODELS):
+        assert f"| {model} |" in md, model
+    for figure in ("nih_mk2", "nih_mk3", "nih_mv", "icl", "attention_mass", "degeneration", "heldout_loss",
+                   "loss_curves", "lambda_per_layer"):
+        path = f"figures/{figure}.png"
+        assert f"]({path})" in md and (out / path).stat().st_size > 5000, figure
+    for finding in ("NIH MK-2", "NIH MV", "Many-shot ICL", "Attention mass", "GroupNorm"):
+        assert f"| {finding}" in md, finding
+    page = (out / "report.html").read_text()
+    assert page.count("<img") >= 9 and "The paper&#x27;s findings" in page
 
 
-def test_interrupted_run_resumes_without_redoing_finished_stages(interrupted_then_resumed):
-    out, first_mtime = interrupted_then_resumed
-    marker = out / "adapters" / "difflora-32" / "training_complete.json"
-    assert marker.stat().st_mtime == first_mtime, "a finished fine-tune was redone"
-    timings = json.loads((out / "timings.json").read_text())
-    assert {"train", "evaluate"} <= set(timings)
+def test_every_accuracy_has_a_bootstrap_interval(runs):
+    for label in ("base", *ALL_MODELS):
+        nih = json.loads((runs["out"] / "eval" / label / "nih.json").read_text())["summary"]
+        for task in ("mk2", "mk3", "mv"):
+            assert set(nih[task]) == {"256", "320", "384"}
+            for estimate in nih[task].values():
+                assert estimate["ci_low"] <= estimate["mean"] <= estimate["ci_high"] and estimate["n"] == 2
 
 
-def test_base_cache_is_reused_and_rebuilt_when_the_recipe_changes(interrupted_then_resumed, tmp_path):
-    out, _ = interrupted_then_resumed
-    assert json.loads((out / "base.json").read_text())["built_now"] is False  # the second invocation reused it
+def test_base_is_rebuilt_when_its_recipe_changes(runs):
     path, built = ensure_base(QUICK_RECIPE)
     assert not built and path == base_dir(QUICK_RECIPE)
-    import dataclasses
-
     changed = dataclasses.replace(QUICK_RECIPE, steps=QUICK_RECIPE.steps + 1)
     assert base_dir(changed) != base_dir(QUICK_RECIPE)
     new_path, built = ensure_base(changed)
-    assert built and os.path.isfile(os.path.join(new_path, "config.json"))
-    assert os.path.isfile(os.path.join(new_path, "tokenizer_config.json"))
+    assert built and new_path == base_dir(changed)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert AutoModelForCausalLM.from_pretrained(new_path).config.hidden_size == QUICK_RECIPE.hidden_size
+    assert AutoTokenizer.from_pretrained(new_path).chat_template
+    assert json.loads((runs["out"] / "base.json").read_text())["path"] != new_path
+
+
+def test_rebuild_base_forces_pretraining(runs, tmp_path):
+    from difflora.demo.base_model import ensure_base as ensure
+
+    path, built = ensure(QUICK_RECIPE, rebuild=True, log=lambda *_: None)
+    assert built and is_built(path)
+
+
+def test_config_runs_the_same_pipeline_on_a_given_base_and_data(tmp_path):
+    """--config takes the base model, data and training settings of a training config (the GPU path),
+    with no embedded base and the presets' ranks as they are."""
+    import yaml
+
+    from difflora.train.tiny import make_tiny_setup
+
+    base, data = make_tiny_setup(str(tmp_path / "tiny"), examples=16)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": base, "output_dir": str(tmp_path / "ignored"),
+        "method": {"type": "difflora", "preset": "difflora-64-fixed"},
+        "data": {"train": data, "max_length": 96},
+        "training": {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "save_steps": 2}}))
+    out = tmp_path / "demo"
+    assert cli(["demo", "--config", str(config), "--out", str(out), "--models", "lora-8", "difflora-64-fixed",
+                "--tasks", "loss", "--threads", "1"]) == 0
+    md = (out / "report.md").read_text()
+    assert f"Base model: {base}" in md and "capped" not in md
+    adapter = json.loads((out / "adapters" / "difflora-64-fixed" / "adapter_config.json").read_text())
+    assert adapter["r"] == 64
+    stages = json.loads((out / "state.json").read_text())["stages"]
+    assert "base" not in stages and stages["train:lora-8"]["done"] and stages["eval:difflora-64-fixed"]["done"]
+
+
+def test_bad_input_is_one_clear_error(tmp_path, capsys):
+    assert cli(["demo", "--quick", "--out", str(tmp_path), "--models", "lora-9"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown demo model 'lora-9'" in err and "Traceback" not in err
+    assert cli(["demo", "--quick", "--out", str(tmp_path), "--lengths", "16"]) != 0
+    assert "at least 64 tokens" in capsys.readouterr().err

@@ -1,51 +1,56 @@
-"""`difflora demo`: the paper's comparison in miniature, on the project's own base model."""
+"""`difflora demo`: the paper's comparison in miniature, on the project's own base model (or, with
+--config, on a real base model and data)."""
 
 from __future__ import annotations
 
 import dataclasses
+import shlex
+import sys
 import time
 
 
 def register(subparsers) -> None:
     from ..demo.plan import ALL_MODELS, ALL_TASKS
 
-    demo = subparsers.add_parser("demo", help="base model vs LoRA vs every DiffLoRA variant, trained and measured on CPU")
+    demo = subparsers.add_parser(
+        "demo", help="base model vs LoRA vs every DiffLoRA variant: trained and measured the same way, on a CPU",
+        description="Pretrains (once, cached) a small default base model, fine-tunes LoRA and every DiffLoRA variant "
+                    "on the same generated instruction data, evaluates them all and writes OUT/report.md and "
+                    "report.html. Rerun the same command to resume an interrupted run.")
     demo.add_argument("--quick", action="store_true", help="a smoke run of a minute or two (tiny base, few steps)")
-    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo); rerun to resume")
+    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--rebuild-base", action="store_true", help="pretrain the default base model again")
-    demo.add_argument("--models", nargs="+", choices=ALL_MODELS, help="adapters to train (default: all)")
-    demo.add_argument("--tasks", nargs="+", choices=ALL_TASKS, help="evaluations to run (default: all)")
-    demo.add_argument("--lengths", nargs="+", type=int, help="needle-in-a-haystack context lengths")
-    demo.add_argument("--config", help="a training config (e.g. configs/paper/difflora-64.yaml): its base model, "
-                                       "data and training settings replace the embedded default")
-    demo.add_argument("--threads", type=int, default=None, help="CPU threads (default: up to 2)")
+    demo.add_argument("--models", nargs="+", metavar="MODEL", help=f"adapters to train (default all: {' '.join(ALL_MODELS)})")
+    demo.add_argument("--tasks", nargs="+", metavar="TASK", help=f"evaluations (default all: {' '.join(ALL_TASKS)})")
+    demo.add_argument("--lengths", nargs="+", type=int, metavar="N", help="needle-in-a-haystack context lengths in tokens")
+    demo.add_argument("--samples", type=int, help="samples per needle length and per ICL shot count")
+    demo.add_argument("--config", help="a training config (e.g. configs/paper/difflora-64.yaml): its base model, data "
+                                       "and training settings replace the embedded default (a GPU run)")
+    demo.add_argument("--threads", type=int, help="CPU threads for torch (default: up to 2 on a CPU)")
     demo.set_defaults(func=_demo)
 
 
 def _demo(args) -> int:
-    from ..demo.pipeline import StopAfterStage, run_demo, set_threads
-    from ..demo.plan import DemoPlan, quick_plan
+    import torch
 
-    set_threads(args.threads)
+    from ..demo.pipeline import StopAfterStage, default_threads, run_demo
+    from ..demo.plan import DemoPlan, plan_from_config, quick_plan
+
+    if args.threads is not None or not torch.cuda.is_available():
+        torch.set_num_threads(args.threads or default_threads())
     plan = quick_plan() if args.quick else DemoPlan()
     if args.config:
-        from ..train import load_train_config
-
-        cfg = load_train_config(args.config)
-        plan = dataclasses.replace(plan, recipe=None, base_model=cfg.model, train_data=cfg.data.train,
-                                   train_max_length=cfg.data.max_length, training=cfg.training,
-                                   nih_lengths=(1024, 4096, 8192))
-    if args.models:
-        plan = dataclasses.replace(plan, models=tuple(args.models))
-    if args.tasks:
-        plan = dataclasses.replace(plan, tasks=tuple(args.tasks))
-    if args.lengths:
-        plan = dataclasses.replace(plan, nih_lengths=tuple(sorted(args.lengths)))
+        plan = plan_from_config(args.config, plan)
+    changes = {"models": args.models and tuple(args.models), "tasks": args.tasks and tuple(args.tasks),
+               "nih_lengths": args.lengths and tuple(sorted(args.lengths)), "nih_samples": args.samples,
+               "icl_samples": args.samples}
+    plan = dataclasses.replace(plan, **{k: v for k, v in changes.items() if v})
     started = time.time()
+    command = "difflora " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] else None
     try:
-        report = run_demo(plan, args.out, rebuild_base=args.rebuild_base)
+        report = run_demo(plan, args.out, rebuild_base=args.rebuild_base, command=command)
     except StopAfterStage as stop:
         print(f"stopped after stage '{stop}' (DIFFLORA_DEMO_STOP_AFTER); run the same command again to resume")
         return 3
-    print(f"report: {report} (and report.html) in {time.time() - started:.0f} s")
+    print(f"report: {report} (and report.html), this invocation took {time.time() - started:.0f} s")
     return 0

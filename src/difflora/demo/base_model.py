@@ -1,50 +1,65 @@
-"""The demo's default base model: a small Llama-architecture model (and tokenizer) the project
-pretrains itself on its generated corpus, cached in a versioned folder.
+"""The demo's default base model: a small Llama-architecture model and its tokenizer, pretrained
+by the project on its generated corpus (corpus.py) and cached in a versioned folder.
 
-The cache folder's name is a hash of the recipe (shape, corpus, steps, tokenizer, code version),
-so changing any of them rebuilds it; it is written to a temporary folder and renamed when
-complete, so an interrupted build never leaves a half-made model behind. The result is a normal
-Hugging Face checkpoint folder, loaded through the same from_pretrained path as any other.
+The cache folder is named by a hash of the recipe (shape, tokenizer, corpus, steps, code version),
+so a changed recipe is a new folder and the model is rebuilt. Pretraining writes Trainer
+checkpoints into `<folder>.partial`, so an interrupted build resumes; the finished model is saved
+with save_pretrained and the folder renamed into place, so a half-made model is never loaded. It is
+an ordinary Hugging Face checkpoint folder, loaded with from_pretrained like any other.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-RECIPE_VERSION = 2  # bump when the code that makes the base changes what it makes
+from .corpus import CorpusMix
+
+# Bump when the code that makes the base changes what it makes (the corpus generators, the packing,
+# the tokenizer training), so that every cached base made by older code is rebuilt.
+RECIPE_VERSION = 3
 
 
 @dataclass(frozen=True)
 class BaseRecipe:
-    hidden_size: int = 160
+    """Everything that decides what the default base model is."""
+
+    hidden_size: int = 128
     layers: int = 4
     heads: int = 4
     kv_heads: int = 2
-    intermediate_size: int = 448
-    vocab_size: int = 1024
-    seq_len: int = 384
+    intermediate_size: int = 384
+    vocab_size: int = 2048
+    split_digits: bool = False    # False: BPE learns multi-digit tokens (see _tokenizer)
+    seq_len: int = 384            # pretraining block length (documents are packed whole into blocks)
     documents: int = 12000
-    steps: int = 1200
-    batch_size: int = 16
-    learning_rate: float = 2e-3
-    max_units: int = 12       # haystack units per retrieval document
-    max_shots: int = 12
+    steps: int = 700
+    batch_size: int = 12
+    learning_rate: float = 3e-3
+    warmup: float = 0.05
+    loss_on: str = "all"          # "all" tokens, or "answers" only (assistant turns; prose always all)
+    mix: CorpusMix = field(default_factory=CorpusMix)
     seed: int = 0
     version: int = RECIPE_VERSION
 
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
     def digest(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        blob = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-QUICK_RECIPE = BaseRecipe(hidden_size=64, layers=2, intermediate_size=160, vocab_size=512, seq_len=256,
-                          documents=600, steps=40, batch_size=8, max_units=4, max_shots=6)
+# --quick: a model that only has to exist and load (the smoke test does not need it to retrieve)
+QUICK_RECIPE = BaseRecipe(hidden_size=64, layers=2, intermediate_size=128, vocab_size=512, seq_len=256,
+                          documents=300, steps=12, batch_size=8,
+                          mix=CorpusMix(max_needles=6, questions=2, max_shots=6))
 
 
 def cache_root() -> str:
@@ -55,70 +70,123 @@ def base_dir(recipe: BaseRecipe) -> str:
     return os.path.join(cache_root(), f"base-{recipe.digest()}")
 
 
+def is_built(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "recipe.json"))
+
+
 def ensure_base(recipe: BaseRecipe, rebuild: bool = False, log=print) -> tuple[str, bool]:
-    """The cached base model folder for `recipe`, pretraining it first if needed.
+    """The cached base model folder for `recipe`, pretrained first when missing (or when `rebuild`).
     Returns (path, built_now)."""
     path = base_dir(recipe)
-    if rebuild and os.path.isdir(path):
-        shutil.rmtree(path)
-    if os.path.isfile(os.path.join(path, "recipe.json")):
+    if rebuild:
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path + ".partial", ignore_errors=True)
+    if is_built(path):
         return path, False
-    tmp = path + f".tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    work = path + ".partial"  # survives an interruption: pretraining resumes from its checkpoints
     started = time.time()
-    build_base(recipe, tmp, log)
-    with open(os.path.join(tmp, "recipe.json"), "w") as f:
-        json.dump({**dataclasses.asdict(recipe), "build_seconds": round(time.time() - started, 1)}, f, indent=1)
-    if os.path.isdir(path):  # a concurrent build finished first
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, path)
+    build_base(recipe, work, log)
+    with open(os.path.join(work, "model", "recipe.json"), "w") as f:
+        json.dump({**recipe.to_dict(), "build_seconds": round(time.time() - started, 1)}, f, indent=1)
+    if not is_built(path):  # else a concurrent build finished first; keep it
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(os.path.join(work, "model"), path)
+    shutil.rmtree(work, ignore_errors=True)
     return path, True
 
 
-def build_base(recipe: BaseRecipe, out_dir: str, log=print) -> None:
-    from datasets import Dataset
+def build_base(recipe: BaseRecipe, work_dir: str, log=print, callbacks: list | None = None) -> str:
+    """Pretrain the base model of `recipe` into work_dir/model (checkpoints in work_dir/trainer)."""
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments, set_seed
 
-    from ..data.tokenizer import train_tokenizer
     from ..train.chat_data import ChatCollator
-    from .corpus import pretraining_documents, tokenizer_texts
 
+    os.makedirs(work_dir, exist_ok=True)
     set_seed(recipe.seed)
-    log(f"pretraining the default base model ({recipe.layers} layers, hidden {recipe.hidden_size}, "
-        f"{recipe.steps} steps) into {out_dir}")
-    tokenizer = train_tokenizer(tokenizer_texts(recipe.seed), vocab_size=recipe.vocab_size, split_digits=True)
-    docs = pretraining_documents(recipe.documents, recipe.seed + 1, recipe.max_units, recipe.max_shots)
-    data = Dataset.from_list([_tokenize(doc, tokenizer, recipe.seq_len) for doc in docs])
+    tokenizer = _tokenizer(recipe, work_dir)
+    data = pretraining_dataset(recipe, tokenizer)
+    log(f"pretraining the default base model: {recipe.layers} layers, hidden {recipe.hidden_size}, "
+        f"{recipe.steps} steps of {recipe.batch_size} x {recipe.seq_len} tokens ({len(data)} packed blocks)")
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=recipe.hidden_size, num_hidden_layers=recipe.layers,
                          num_attention_heads=recipe.heads, num_key_value_heads=recipe.kv_heads,
                          intermediate_size=recipe.intermediate_size, max_position_embeddings=4096,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, rope_theta=10000.0)
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
     model = LlamaForCausalLM(config)
-    args = TrainingArguments(output_dir=out_dir + "-trainer", max_steps=recipe.steps,
-                             per_device_train_batch_size=recipe.batch_size, learning_rate=recipe.learning_rate,
-                             lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.01,
-                             logging_steps=max(1, recipe.steps // 20), save_strategy="no", report_to=[],
-                             use_cpu=True, seed=recipe.seed, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=ChatCollator(tokenizer.pad_token_id))
-    trainer.train()
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    with open(os.path.join(out_dir, "pretraining_log.json"), "w") as f:
+    trainer_dir = os.path.join(work_dir, "trainer")
+    args = TrainingArguments(
+        output_dir=trainer_dir, max_steps=recipe.steps, per_device_train_batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate, lr_scheduler_type="cosine", warmup_steps=recipe.warmup,
+        weight_decay=0.01, adam_beta2=0.98, max_grad_norm=1.0, logging_steps=max(1, recipe.steps // 25),
+        save_strategy="steps", save_steps=max(1, recipe.steps // 8), save_total_limit=1, report_to=[],
+        use_cpu=True, seed=recipe.seed, dataloader_num_workers=0, disable_tqdm=False)
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=ChatCollator(tokenizer.pad_token_id), callbacks=callbacks)
+    checkpoints = glob.glob(os.path.join(trainer_dir, "checkpoint-*"))
+    trainer.train(resume_from_checkpoint=bool(checkpoints) or None)
+    out = os.path.join(work_dir, "model")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    with open(os.path.join(out, "pretraining_log.json"), "w") as f:
         json.dump(trainer.state.log_history, f, indent=1)
-    shutil.rmtree(out_dir + "-trainer", ignore_errors=True)
+    return out
 
 
-def _tokenize(doc, tokenizer, max_length: int) -> dict:
-    """Conversations learn their answers only (as instruction data does; the random numbers of
-    the distractors are unpredictable and would drown the retrieval signal); prose learns all."""
-    from ..train.chat_data import tokenize_conversation
+def _tokenizer(recipe: BaseRecipe, work_dir: str):
+    """The recipe's tokenizer, trained once per build (kept in work_dir so a resumed build reuses it)."""
+    from transformers import AutoTokenizer
+
+    from ..data.tokenizer import train_tokenizer
+    from .corpus import tokenizer_texts
+
+    path = os.path.join(work_dir, "tokenizer")
+    if os.path.isfile(os.path.join(path, "tokenizer.json")):
+        return AutoTokenizer.from_pretrained(path)
+    # one token per digit: numbers are then copied digit by digit, which a tiny model learns quickly
+    tokenizer = train_tokenizer(tokenizer_texts(recipe.seed), vocab_size=recipe.vocab_size,
+                                split_digits=recipe.split_digits)
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def pretraining_dataset(recipe: BaseRecipe, tokenizer):
+    """The generated documents, tokenised and packed whole into blocks of at most seq_len tokens."""
+    from datasets import Dataset
+
+    from .corpus import pretraining_documents
+
+    docs = pretraining_documents(recipe.documents, recipe.seed + 1, recipe.mix)
+    examples = [tokenize_document(doc, tokenizer, recipe.seq_len, recipe.loss_on) for doc in docs]
+    return Dataset.from_list(pack_whole(examples, recipe.seq_len))
+
+
+def tokenize_document(doc: dict | str, tokenizer, max_length: int, loss_on: str = "all") -> dict:
+    """Token ids and labels of one document: every token is learned, or (loss_on="answers") only
+    the assistant turns of a conversation."""
+    from ..train.chat_data import IGNORE_INDEX
 
     if isinstance(doc, dict):
-        example = tokenize_conversation(tokenizer, doc["messages"], max_length)
-        if example is not None:
-            return example
-        doc = tokenizer.apply_chat_template(doc["messages"], tokenize=False)
-    ids = tokenizer(tokenizer.bos_token + doc + tokenizer.eos_token, add_special_tokens=False)["input_ids"][:max_length]
-    return {"input_ids": ids, "labels": list(ids)}
+        enc = tokenizer.apply_chat_template(doc["messages"], tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)
+        ids = list(enc["input_ids"])[:max_length]
+        labels = [t if m or loss_on == "all" else IGNORE_INDEX for t, m in zip(ids, enc["assistant_masks"])]
+        return {"input_ids": ids, "labels": labels}
+    ids = tokenizer(tokenizer.bos_token + doc + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    return {"input_ids": ids[:max_length], "labels": list(ids[:max_length])}
+
+
+def pack_whole(examples: list[dict], max_length: int) -> list[dict]:
+    """First-fit packing of whole documents (none is split, so no question loses its context) into
+    blocks of at most max_length tokens: little padding, every block a batch row."""
+    blocks: list[dict] = []
+    room: list[int] = []
+    for ex in sorted(examples, key=lambda e: -len(e["input_ids"])):
+        n = len(ex["input_ids"])
+        slot = next((i for i, r in enumerate(room) if r >= n), None)
+        if slot is None:
+            blocks.append({"input_ids": [], "labels": []})
+            room.append(max_length)
+            slot = len(blocks) - 1
+        blocks[slot]["input_ids"] += ex["input_ids"]
+        blocks[slot]["labels"] += ex["labels"]
+        room[slot] -= n
+    return blocks

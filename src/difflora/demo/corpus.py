@@ -1,110 +1,140 @@
-"""Text the project generates for its default model: pretraining documents and chat-format
-instruction data. Everything is deterministic from a seed.
+"""The pretraining corpus of the demo's default base model, generated from a seed.
 
-The base model's corpus teaches it what an instruction-tuned base knows: RULER-format retrieval
-of key-value facts hidden among distractors (so it retrieves at short context, with the noisy
-attention DiffLoRA is meant to clean up), in-context classification with arbitrary label ids,
-short answers, and prose-like filler.
+A tiny model pretrained for a few CPU minutes must already do what an instruction-tuned base does
+in the paper: retrieve facts from a context in the RULER format, follow in-context label mappings
+and answer short questions in the chat format. So the corpus is mostly conversations:
+
+- retrieval: a context of key-value needles ("One of the special magic numbers for X is: N.")
+  among distractor needles or prose, then several questions about them, answered in RULER's
+  answer format. Several questions per context give several supervised answers per context token,
+  which is what makes retrieval learnable in minutes; the first question is the exact RULER prompt.
+- in-context classification (the HELMET format, few demonstrations),
+- short question answering,
+- and plain prose-like filler.
+
+Conversations are learned on their answers only (the random keys and values of the distractors are
+unpredictable, and their loss would drown the retrieval signal); prose is learned on every token.
+Deterministic in the seed.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
 
 from ..evaluation import haystack, icl, nih
 
-CITIES = {"France": "Paris", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo", "Egypt": "Cairo",
-          "Peru": "Lima", "Kenya": "Nairobi", "Canada": "Ottawa", "Norway": "Oslo", "Chile": "Santiago"}
+# the follow-up question and its answer: RULER's single-answer templates with the type singular
+FOLLOW_UP = "What is the special magic {kind} for {key} mentioned in the provided text?"
+FOLLOW_UP_ANSWER = "The special magic {kind} for {key} mentioned in the provided text is {value}."
+FACT = re.compile(r"special magic (\w+) for (\S+) is: (\S+?)\.(?=\s|$)")
+
+CAPITALS = {"France": "Paris", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo", "Egypt": "Cairo",
+            "Peru": "Lima", "Kenya": "Nairobi", "Canada": "Ottawa", "Norway": "Oslo", "Chile": "Santiago"}
 COLOURS = {"the sky": "blue", "grass": "green", "snow": "white", "coal": "black", "a banana": "yellow",
            "a tomato": "red", "an orange": "orange", "a plum": "purple"}
 
 
-def retrieval_turn(rng: random.Random, max_units: int, follow_ups: int = 0) -> list[dict]:
-    """A RULER-format question about a context, answered; then up to `follow_ups` more questions
-    about other facts stated in the same context (more retrieval signal per token of context)."""
-    task = rng.choice(("mk2", "mk2", "mk3", "mv"))
-    sample = nih.random_sample(task, rng.randint(2, max_units if task != "mk3" else max(2, max_units // 2)), rng)
-    answer = sample.answer_prefix.lstrip() + " " + ", ".join(sample.gold) + "."
-    messages = [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": answer}]
-    if task == "mv":
-        return messages
-    facts = re.findall(r"special magic \w+ for (\S+) is: (\S+?)\.(?=\s|$)", sample.prompt)
-    kind = nih.TASKS[task].type_plural[:-1]
-    for key, value in rng.sample(facts, min(follow_ups, len(facts))):
-        messages += [{"role": "user", "content": f"What is the special magic {kind} for {key} mentioned in the provided text?"},
-                     {"role": "assistant", "content": f"The special magic {kind} for {key} mentioned in the provided text is {value}."}]
+@dataclass(frozen=True)
+class CorpusMix:
+    """What the pretraining corpus holds: shares of each kind of document and their sizes."""
+
+    retrieval: float = 0.45     # share of retrieval conversations (the rest below, then prose)
+    recall: float = 0.3         # share of recall drills (needles stated, then restated)
+    icl: float = 0.12
+    short_answer: float = 0.05
+    max_needles: int = 14       # haystack units per retrieval context (needles or prose sentences)
+    questions: int = 4          # questions per retrieval context
+    max_shots: int = 12
+
+
+def answer(sample: nih.Sample) -> str:
+    return f"{sample.answer_prefix.strip()} {', '.join(sample.gold)}."
+
+
+def retrieval_conversation(rng: random.Random, max_needles: int, questions: int) -> list[dict]:
+    """A RULER prompt over a context of needles, answered, then up to questions-1 follow-up
+    questions about other facts stated in the same context."""
+    task, kind = rng.choice((("mk2", "needles"), ("mk2", "needles"), ("mk2", "needles"), ("mk2", "essay"),
+                             ("mv", "essay"), ("mk3", "needles")))
+    units = rng.randint(1, max_needles if task != "mk3" else max(1, max_needles // 3))
+    sample = nih.random_sample(task, units, rng, haystack_kind=kind)
+    messages = [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": answer(sample)}]
+    facts = [f for f in FACT.findall(sample.prompt) if f[1] != sample.query]
+    for plural, key, value in rng.sample(facts, min(questions - 1, len(facts))):
+        kind = plural[:-1]
+        messages += [{"role": "user", "content": FOLLOW_UP.format(kind=kind, key=key)},
+                     {"role": "assistant", "content": FOLLOW_UP_ANSWER.format(kind=kind, key=key, value=value)}]
     return messages
 
 
-def icl_turn(rng: random.Random, rows: list[dict], max_shots: int) -> list[dict]:
-    sample = icl.make_sample(rows, rng.randint(3, max_shots), rng.randrange(1 << 30), seed=rng.randrange(1 << 30))
+def recall_drill(rng: random.Random, max_needles: int) -> str:
+    """Needles, then the same needles restated in another order: learned on every token, each
+    restated value is a retrieval (find the key's earlier statement, copy its value). A dense
+    signal for the copying circuits that needle retrieval needs."""
+    kind = rng.choice(("numbers", "numbers", "numbers", "uuids"))
+    n = rng.randint(1, max_needles if kind == "numbers" else max(1, max_needles // 3))
+    key, value = (haystack.word_key, haystack.number_value) if kind == "numbers" else (haystack.uuid_value,) * 2
+    keys = list(dict.fromkeys(key(rng) for _ in range(n)))
+    needles = [nih.NEEDLE.format(type=kind, key=k, value=value(rng)) for k in keys]
+    again = rng.sample(needles, len(needles))
+    return "\n".join(needles) + "\n\n" + "\n".join(again)
+
+
+def icl_conversation(rng: random.Random, rows: list[dict], max_shots: int) -> list[dict]:
+    sample = icl.make_sample(rows, rng.randint(2, max_shots), rng.randrange(1 << 30), seed=rng.randrange(1 << 30))
     return [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": sample.gold}]
 
 
-def short_answer_turn(rng: random.Random) -> list[dict]:
+def short_answer_conversation(rng: random.Random) -> list[dict]:
     kind = rng.randrange(3)
     if kind == 0:
         a, b = rng.randint(0, 99), rng.randint(0, 99)
         return _qa(f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}.")
     if kind == 1:
-        country = rng.choice(list(CITIES))
-        return _qa(f"What is the capital of {country}?", f"The capital of {country} is {CITIES[country]}.")
+        country = rng.choice(list(CAPITALS))
+        return _qa(f"What is the capital of {country}?", f"The capital of {country} is {CAPITALS[country]}.")
     thing = rng.choice(list(COLOURS))
     return _qa(f"What colour is {thing}?", f"{thing[0].upper() + thing[1:]} is {COLOURS[thing]}.")
 
 
-def _qa(question: str, answer: str) -> list[dict]:
-    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+def _qa(question: str, reply: str) -> list[dict]:
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
 
 
 def prose(rng: random.Random, sentences: int) -> str:
     return " ".join(haystack.essay_sentences(sentences, rng))
 
 
-def pretraining_documents(n: int, seed: int, max_units: int, max_shots: int) -> list[dict | str]:
-    """Conversations ({"messages": [...]}: loss on the answers) and prose strings (loss on all)."""
+def pretraining_documents(n: int, seed: int, mix: CorpusMix = CorpusMix()) -> list[dict | str]:
+    """n documents: conversations as {"messages": [...]} (learned on answers) and prose strings."""
     rng = random.Random(seed)
     rows = icl.load_examples()
-    docs = []
+    docs: list[dict | str] = []
     for _ in range(n):
         r = rng.random()
-        if r < 0.6:
-            docs.append({"messages": retrieval_turn(rng, max_units, follow_ups=3)})
-        elif r < 0.8:
-            docs.append({"messages": icl_turn(rng, rows, max_shots)})
-        elif r < 0.9:
-            docs.append({"messages": short_answer_turn(rng)})
+        if r < mix.retrieval:
+            docs.append({"messages": retrieval_conversation(rng, mix.max_needles, mix.questions)})
+        elif r < mix.retrieval + mix.recall:
+            docs.append(recall_drill(rng, mix.max_needles))
+        elif r < mix.retrieval + mix.recall + mix.icl:
+            docs.append({"messages": icl_conversation(rng, rows, mix.max_shots)})
+        elif r < mix.retrieval + mix.recall + mix.icl + mix.short_answer:
+            docs.append({"messages": short_answer_conversation(rng)})
         else:
             docs.append(prose(rng, rng.randint(4, 16)))
     return docs
 
 
-def tokenizer_texts(seed: int, n: int = 400) -> list[str]:
+def tokenizer_texts(seed: int, n: int = 300) -> list[str]:
+    """Text to train the tokenizer on: every kind of document, a few hundred of each."""
     rng = random.Random(seed)
     rows = icl.load_examples()
     texts = []
     for _ in range(n):
-        texts += [m["content"] for m in retrieval_turn(rng, 6) + icl_turn(rng, rows, 6) + short_answer_turn(rng)]
+        conversation = (retrieval_conversation(rng, 6, 2) + icl_conversation(rng, rows, 6)
+                        + short_answer_conversation(rng))
+        texts += [m["content"] for m in conversation]
         texts.append(prose(rng, 4))
     return texts
-
-
-def instruction_conversations(n: int, seed: int, max_units: int, max_shots: int) -> list[dict]:
-    """Chat-format fine-tuning rows ({"messages": [...]}) for `difflora train`: retrieval over
-    longer contexts with noise/essay haystacks too, in-context classification, short answers."""
-    rng = random.Random(seed)
-    rows = icl.load_examples()
-    out = []
-    for _ in range(n):
-        r = rng.random()
-        if r < 0.5:
-            messages = retrieval_turn(rng, max_units)
-        elif r < 0.8:
-            messages = icl_turn(rng, rows, max_shots)
-        else:
-            messages = short_answer_turn(rng)
-        if rng.random() < 0.3:
-            messages = [{"role": "system", "content": "You are a careful assistant. Answer exactly."}] + messages
-        out.append({"messages": messages})
-    return out

@@ -1,116 +1,183 @@
-"""The demo pipeline: base model -> instruction data -> fine-tune every method -> evaluate -> report.
+"""The demo pipeline: base model -> instruction data -> fine-tune every method -> evaluate every
+model -> report.
 
-Each stage leaves its results in the output folder and is skipped when they are already there, and
-fine-tuning resumes from its own checkpoints, so an interrupted run picks up where it stopped on
-the next invocation. DIFFLORA_DEMO_STOP_AFTER=<stage> stops a run after that stage (used by the
-tests to interrupt a run at a known point).
+Stages: "base", "data", "train:<model>" per method, "eval:<model>" for the base and every adapter,
+"report". OUT/state.json records each finished stage with a fingerprint of its inputs (state.py);
+a rerun skips finished stages, redoes stages whose inputs changed, and finishes interrupted ones:
+pretraining and fine-tuning resume from their own Trainer checkpoints, evaluation from the
+(model, task) results already written. DIFFLORA_DEMO_STOP_AFTER=<stage> stops a run after that
+stage, which is how the tests interrupt a run at a known point.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import time
 
 import torch
 from rich.console import Console
 
-from ..evaluation.results import write_json, write_jsonl
-from .base_model import ensure_base
-from .corpus import instruction_conversations
-from .plan import DemoPlan, method_for
+from ..evaluation.results import write_json
+from ..models import ModelSpec, load_model
+from .base_model import ensure_base, is_built
+from .plan import DemoPlan, check_plan
+from .state import DemoState, StopAfterStage
 
 console = Console(stderr=True)
 
-
-class StopAfterStage(Exception):
-    """Raised when DIFFLORA_DEMO_STOP_AFTER names the stage that just finished."""
+__all__ = ["StopAfterStage", "run_demo", "stage_names"]
 
 
-def _stage_done(out_dir: str, stage: str, seconds: float, timings: dict) -> None:
-    timings[stage] = timings.get(stage, 0.0) + round(seconds, 1)
-    write_json(os.path.join(out_dir, "timings.json"), timings)
-    if os.environ.get("DIFFLORA_DEMO_STOP_AFTER") == stage:
-        raise StopAfterStage(stage)
+def stage_names(plan: DemoPlan) -> list[str]:
+    return (["base", "data"] + [f"train:{m}" for m in plan.models]
+            + [f"eval:{m}" for m in ("base", *plan.models)] + ["report"])
 
 
-def run_demo(plan: DemoPlan, out_dir: str = "runs/demo", rebuild_base: bool = False) -> str:
-    """Runs (or finishes) the demo and returns the path of report.md."""
-    os.makedirs(out_dir, exist_ok=True)
-    timings_path = os.path.join(out_dir, "timings.json")
-    timings = json.load(open(timings_path)) if os.path.isfile(timings_path) else {}
+class Demo:
+    def __init__(self, plan: DemoPlan, out_dir: str, rebuild_base: bool = False, command: str | None = None):
+        check_plan(plan)
+        self.plan, self.out, self.rebuild_base, self.command = plan, out_dir, rebuild_base, command
+        self.state = DemoState(out_dir)
+        self.names = stage_names(plan)
+        self.base_path: str | None = None
+        self.adapters: dict[str, str] = {}
+        self.train_file = self.heldout_file = ""
 
-    started = time.time()
-    base_path, built = _base(plan, rebuild_base)
-    if built:
-        _stage_done(out_dir, "base", time.time() - started, timings)
-    write_json(os.path.join(out_dir, "base.json"), {"path": base_path, "built_now": built})
+    def banner(self, stage: str, what: str) -> None:
+        console.rule(f"[bold][{self.names.index(stage) + 1}/{len(self.names)}] {what}")
 
-    started = time.time()
-    train_file, heldout_file = _instruction_data(plan, out_dir)
-    adapters = _fine_tune_all(plan, base_path, train_file, out_dir)
-    _stage_done(out_dir, "train", time.time() - started, timings)
+    # -- stages ------------------------------------------------------------------------------
 
-    from .evaluate import evaluate_all
+    def base(self) -> str:
+        """The base model folder: the cached embedded model (pretrained first if missing) or the
+        config's model."""
+        if not self.plan.embedded_base:
+            self.base_path = self.plan.base_model
+            return self.plan.base_model
+        fingerprint = self.plan.recipe.digest()
+        from .base_model import base_dir
 
-    started = time.time()
-    results = evaluate_all(plan, base_path, adapters, heldout_file, out_dir)
-    _stage_done(out_dir, "evaluate", time.time() - started, timings)
+        if self.rebuild_base or not is_built(base_dir(self.plan.recipe)):
+            self.banner("base", "pretraining the default base model (once; cached for later runs)")
+        started = time.time()
+        path, built = ensure_base(self.plan.recipe, rebuild=self.rebuild_base, log=console.print)
+        console.print(("built and cached: " if built else "default base model (cached): ") + path)
+        self.base_path = path
+        write_json(os.path.join(self.out, "base.json"), {"path": path, "built_now": built})
+        if built or not self.state.is_done("base", fingerprint):
+            self.state.finish("base", fingerprint, time.time() - started if built else 0.0, path=path, built_now=built)
+        return path
 
-    from .report import write_demo_report
+    def data(self) -> None:
+        """The generated instruction data (training and held-out), or the config's data."""
+        plan = self.plan
+        data_dir = os.path.join(self.out, "data")
+        generated_train, generated_heldout = os.path.join(data_dir, "train.jsonl"), os.path.join(data_dir, "heldout.jsonl")
+        self.train_file = plan.train_data or generated_train
+        self.heldout_file = plan.heldout_data or generated_heldout
+        fingerprint = plan.digest("train_data", "heldout_data", "train_examples", "heldout_examples",
+                                  "instruction_units", "seed")
+        if self.state.is_done("data", fingerprint) and os.path.isfile(generated_heldout):
+            return
+        self.banner("data", "generating the instruction data")
+        started = time.time()
+        from .instructions import write_instruction_data
 
-    return write_demo_report(plan, base_path, adapters, results, out_dir, timings)
+        # with the config's own training data, the generated set still gives a held-out loss
+        n_train = plan.train_examples if not plan.train_data else 1
+        write_instruction_data(generated_train, generated_heldout, n_train, plan.heldout_examples, plan.seed + 7,
+                               max_units=plan.instruction_units)
+        console.print(f"training data: {self.train_file}; held-out data: {self.heldout_file}")
+        self.state.finish("data", fingerprint, time.time() - started)
+
+    def train(self, name: str, hidden_size: int) -> None:
+        from ..train import run_training
+
+        stage = f"train:{name}"
+        output_dir = os.path.join(self.out, "adapters", name)
+        config = {
+            "model": self.base_path, "output_dir": output_dir,
+            "method": self.plan.method_for(name, hidden_size),
+            "data": {"train": self.train_file, "max_length": self.plan.train_max_length},
+            "training": {**self.plan.training, "report_to": []},
+        }
+        fingerprint = self._hash(config, self.state.stages.get("data", {}).get("fingerprint"), self._base_id())
+        self.adapters[name] = output_dir
+        if self.state.is_done(stage, fingerprint) and os.path.isdir(output_dir):
+            return
+        if self.state.changed(stage, fingerprint):
+            console.print(f"{name}: its settings changed since the last run; training it again")
+            shutil.rmtree(output_dir, ignore_errors=True)
+        self.banner(stage, f"fine-tuning {name}")
+        self.state.start(stage, fingerprint)
+        started = time.time()
+        result = run_training(config, resume=True)
+        self.state.finish(stage, fingerprint, time.time() - started,
+                          train_runtime=result.metrics.get("train_runtime"))
+
+    def evaluate(self, label: str) -> None:
+        from .evaluate import evaluate_model
+
+        stage = f"eval:{label}"
+        plan = self.plan
+        eval_settings = plan.digest("tasks", "nih_tasks", "nih_lengths", "nih_samples", "icl_shots", "icl_samples",
+                                    "attention_length", "attention_prompts", "degeneration_tokens", "batch_size",
+                                    "seed", "train_max_length")
+        trained = self.state.stages.get(f"train:{label}", {}).get("fingerprint")
+        fingerprint = self._hash(eval_settings, trained, self._base_id(), self.heldout_file)
+        eval_dir = os.path.join(self.out, "eval", label)
+        if self.state.is_done(stage, fingerprint):
+            return
+        if self.state.changed(stage, fingerprint):
+            shutil.rmtree(eval_dir, ignore_errors=True)
+        self.banner(stage, f"evaluating {label}")
+        self.state.start(stage, fingerprint)
+        started = time.time()
+        spec = ModelSpec(self.base_path, self.adapters.get(label))
+        model, tokenizer = load_model(spec, device="cuda" if torch.cuda.is_available() else None)
+        evaluate_model(plan, label, model, tokenizer, self.out, self.heldout_file, log=console.print)
+        self.state.finish(stage, fingerprint, time.time() - started)
+
+    def report(self) -> str:
+        from .report import write_demo_report
+
+        self.banner("report", "writing the report")
+        started = time.time()
+        md = write_demo_report(self.plan, self.base_path, self.adapters, self.out, self.state, self.command)
+        self.state.finish("report", self.plan.digest(), time.time() - started)
+        return md
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _base_id(self) -> str:
+        return self.plan.recipe.digest() if self.plan.embedded_base else str(self.plan.base_model)
+
+    @staticmethod
+    def _hash(*parts) -> str:
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _base(plan: DemoPlan, rebuild: bool) -> tuple[str, bool]:
-    if plan.recipe is None:
-        return plan.base_model, False
-    console.rule("[bold]1/4 default base model")
-    path, built = ensure_base(plan.recipe, rebuild=rebuild, log=console.print)
-    console.print(("built and cached: " if built else "cached: ") + path)
-    return path, built
-
-
-def _instruction_data(plan: DemoPlan, out_dir: str) -> tuple[str, str]:
-    data_dir = os.path.join(out_dir, "data")
-    train, heldout = os.path.join(data_dir, "train.jsonl"), os.path.join(data_dir, "heldout.jsonl")
-    if plan.train_data:
-        return plan.train_data, plan.train_data
-    if not (os.path.isfile(train) and os.path.isfile(heldout)):
-        rows = instruction_conversations(plan.train_examples + plan.heldout_examples, plan.seed + 7,
-                                         max_units=24, max_shots=16)
-        write_jsonl(heldout, rows[: plan.heldout_examples])
-        write_jsonl(train, rows[plan.heldout_examples:])
-    return train, heldout
-
-
-def _fine_tune_all(plan: DemoPlan, base_path: str, train_file: str, out_dir: str) -> dict[str, str]:
+def run_demo(plan: DemoPlan, out_dir: str = "runs/demo", rebuild_base: bool = False, command: str | None = None) -> str:
+    """Runs the demo, or finishes an interrupted one; returns the path of report.md."""
     from transformers import AutoConfig
 
-    from ..train import run_training
-
-    hidden = AutoConfig.from_pretrained(base_path).hidden_size
-    adapters = {}
-    for i, name in enumerate(plan.models, 1):
-        console.rule(f"[bold]2/4 fine-tuning {name} ({i}/{len(plan.models)})")
-        config = {
-            "model": base_path, "output_dir": os.path.join(out_dir, "adapters", name),
-            "method": method_for(name, hidden, plan),
-            "data": {"train": train_file, "max_length": plan.train_max_length},
-            "training": {**plan.training, "report_to": []},
-        }
-        result = run_training(config, resume=True, quiet=False)
-        adapters[name] = result.output_dir
-        if result.already_complete:
-            console.print(f"{name}: already trained, reusing {result.output_dir}")
-    return adapters
+    demo = Demo(plan, out_dir, rebuild_base, command)
+    demo.base()
+    demo.data()
+    hidden_size = AutoConfig.from_pretrained(demo.base_path).hidden_size
+    for name in plan.models:
+        demo.train(name, hidden_size)
+    for label in ("base", *plan.models):
+        demo.evaluate(label)
+    return demo.report()
 
 
-def threads_for_demo() -> int:
-    """One thread per physical core the process may use, at most 2 (the demo's small matmuls gain
-    little beyond that, and an oversubscribed core slows them many times over)."""
-    return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
-
-
-def set_threads(n: int | None) -> None:
-    torch.set_num_threads(n or threads_for_demo())
+def default_threads() -> int:
+    """Up to 2 threads on a CPU: the demo's matmuls are small, and past 2 threads they gain little
+    while an oversubscribed core slows them down many times over."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(2, cores))

@@ -1,46 +1,284 @@
-"""runs/demo/report.md and report.html: what was run, models x metrics, the plots, and the paper's
-findings beside what the demo found, with a plain sentence wherever they disagree."""
+"""OUT/report.md and OUT/report.html: what was run, a table of models x metrics, the plots, and the
+paper's findings beside what the demo found, with a plain sentence wherever they disagree.
+
+The per-task sections and plots are the evaluation suite's own (difflora.evaluation.report and the
+run_* modules' plot functions); this module adds the demo's overview, the comparison with the
+paper (compare.py), the training curves and the measured timings.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 
-from ..evaluation.plots import _save, plt
+from ..analysis.attention_mass import plot_attention_layers, plot_attention_mass
+from ..evaluation.degeneration import plot_degeneration
+from ..evaluation.plots import _save, grouped_bars, plt
 from ..evaluation.report import PAPER_FINDINGS, Report, add_attention, add_degeneration, add_icl, add_nih, fmt
-from .plan import DemoPlan
+from ..evaluation.run_icl import plot_icl
+from ..evaluation.run_nih import plot_nih
+from .compare import findings
+from .evaluate import gather
+from .plan import DemoPlan, rank_overrides
+from .state import DemoState
+
+SECTIONS = ("What was run", "Base model quality", "Models x metrics", "The paper's findings beside the demo's",
+            "Training")
 
 
-def _history(adapter_dir: str) -> list[dict]:
-    path = os.path.join(adapter_dir, "log_history.json")
-    return json.load(open(path)) if os.path.isfile(path) else []
+def write_demo_report(plan: DemoPlan, base_path: str, adapters: dict[str, str], out_dir: str,
+                      state: DemoState, command: str | None = None) -> str:
+    labels = ["base", *adapters]
+    summaries, scores = gather(out_dir, labels, plan.tasks)
+    figures = os.path.join(out_dir, "figures")
+    report = Report("DiffLoRA in miniature: the paper's comparison, measured")
+
+    _what_was_run(report, plan, base_path, adapters, state, command)
+    _base_quality(report, plan, summaries)
+    report.heading("Models x metrics")
+    report.text("Accuracies are means over samples with a 95% bootstrap interval; needle columns at the shortest and "
+                "longest context; held-out loss is the assistant-token loss on held-out instruction data.")
+    report.table(*_overview(summaries, plan, labels, adapters))
+    _paper_comparison(report, summaries, scores, plan)
+
+    if "nih" in summaries:
+        nih = {label: s for label, s in summaries["nih"].items()}
+        add_nih(report, nih, plot_nih(nih, figures, plan.train_max_length))
+    if "icl" in summaries:
+        add_icl(report, summaries["icl"], plot_icl(summaries["icl"], figures))
+        tokens = {k: v.get("prompt_tokens") for k, v in summaries["icl"]["base"].items()} if "base" in summaries["icl"] else {}
+        if tokens:
+            report.text("Prompt length (tokens) per shot count: " + ", ".join(f"{k}: {v}" for k, v in tokens.items())
+                        + f"; fine-tuning length {plan.train_max_length}.")
+    if "attention" in summaries:
+        att = summaries["attention"]
+        add_attention(report, att, plot_attention_mass(att, os.path.join(figures, "attention_mass.png")),
+                      plot_attention_layers(att, os.path.join(figures, "attention_mass_layers.png")))
+    if "degeneration" in summaries:
+        deg = summaries["degeneration"]
+        add_degeneration(report, deg, plot_degeneration(deg, os.path.join(figures, "degeneration.png")))
+    if "loss" in summaries:
+        _heldout_section(report, summaries["loss"], figures)
+    _training_section(report, base_path, adapters, figures, plan)
+    md, _ = report.write(out_dir)
+    return md
 
 
-def plot_losses(adapters: dict[str, str], path: str) -> str:
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+# -- what was run ------------------------------------------------------------------------------
+
+def _what_was_run(report: Report, plan: DemoPlan, base_path: str, adapters: dict, state: DemoState,
+                  command: str | None) -> None:
+    report.heading("What was run")
+    if command:
+        report.text(f"Command: `{command}`")
+    config = _read_json(os.path.join(base_path, "config.json")) or {}
+    recipe = _read_json(os.path.join(base_path, "recipe.json"))
+    params = _count_parameters(base_path)
+    shape = (f"{config.get('num_hidden_layers')} layers, hidden {config.get('hidden_size')}, "
+             f"{config.get('num_attention_heads')} heads / {config.get('num_key_value_heads')} key-value heads, "
+             f"vocabulary {config.get('vocab_size')}, {params:,} parameters")
+    if recipe:
+        report.text(f"Base model: the project's default Llama-architecture model ({shape}), pretrained by the project "
+                    f"for {recipe['steps']} steps of {recipe['batch_size']} x {recipe['seq_len']} tokens on its generated "
+                    f"corpus (RULER-format retrieval conversations, in-context classification, short answers, prose; "
+                    f"{recipe['documents']} documents), cached at {base_path} (pretraining took "
+                    f"{recipe.get('build_seconds', '?')} s when it was built).")
+    else:
+        report.text(f"Base model: {base_path} ({shape}).")
+    train = plan.training
+    data = plan.train_data or f"{plan.train_examples} generated chat conversations (retrieval over contexts, " \
+                              "in-context classification, short answers)"
+    report.text(f"Fine-tuning, identical for every model (same data, order, steps and seed): {data}; "
+                f"{train.get('max_steps') or str(train.get('num_train_epochs', 1)) + ' epoch(s)'} steps of batch "
+                f"{train.get('per_device_train_batch_size', 1)} x {train.get('gradient_accumulation_steps', 1)}, "
+                f"learning rate {train.get('learning_rate')}, max length {plan.train_max_length}, loss on assistant "
+                "tokens only, through `difflora train`'s pipeline (transformers Trainer).")
+    if plan.cap_ranks and config.get("hidden_size"):
+        hidden = config["hidden_size"]
+        caps = rank_overrides(hidden)
+        report.text(f"Ranks: the presets' r=64 and r=32 are sized for hidden 2048; on this base (hidden {hidden}) they are "
+                    f"capped at hidden/4 = {caps['difflora-64']['r']} (difflora-64, difflora-64-fixed) and hidden/8 = "
+                    f"{caps['difflora-32']['r']} (difflora-32, difflora-32-gn, shared-diff), alpha = 2r as in the presets. "
+                    "LoRA keeps r=8 on q, k, v, o, gate, up and down.")
+    rows = []
+    for name, folder in adapters.items():
+        adapter_config = _read_json(os.path.join(folder, "adapter_config.json")) or {}
+        history = _read_json(os.path.join(folder, "log_history.json")) or []
+        losses = [h["loss"] for h in history if "loss" in h]
+        rows.append([name, _describe_method(adapter_config), f"{_count_parameters(folder):,}",
+                     f"{losses[-1]:.3f}" if losses else "", _seconds(state.seconds(f"train:{name}"))])
+    if rows:
+        report.table(["model", "adapter", "trainable parameters", "last training loss", "fine-tuning time (s)"], rows)
+    report.text(f"Evaluated: base and every adapter, loaded from disk with from_pretrained. Needle in a haystack "
+                f"{', '.join(t.upper() for t in plan.nih_tasks)} at {', '.join(map(str, plan.nih_lengths))} tokens "
+                f"({plan.nih_samples} samples each; fine-tuning length {plan.train_max_length}); many-shot ICL at "
+                f"{', '.join(map(str, plan.icl_shots))} shots ({plan.icl_samples} samples); attention mass on "
+                f"{plan.attention_prompts} MK-2 prompts of {plan.attention_length} tokens; degeneration on the bundled "
+                f"free-form prompts ({plan.degeneration_tokens} new tokens); held-out loss on {plan.heldout_examples} "
+                "held-out conversations. Greedy decoding. One fine-tuning seed (time on a CPU allows no more); the "
+                "intervals are over evaluation samples.")
+    stage_rows = [[name, _seconds(entry.get("seconds")), entry.get("finished", "")]
+                  for name, entry in state.stages.items() if entry.get("done")]
+    report.text(f"Measured on {platform.machine()} with {os.cpu_count()} CPU(s) visible, "
+                f"{_threads()} torch thread(s). Stage times (seconds, from {os.path.basename(state.path)}; a resumed "
+                "run adds the time of the invocations that did the work):")
+    report.table(["stage", "seconds", "finished"], stage_rows)
+
+
+def _describe_method(adapter_config: dict) -> str:
+    if adapter_config.get("peft_type") == "LORA":
+        return f"LoRA r={adapter_config.get('r')} on {', '.join(sorted(adapter_config.get('target_modules') or []))}"
+    parts = [f"negative r={adapter_config.get('r')}"]
+    if adapter_config.get("positive_r"):
+        parts.append(f"positive r={adapter_config['positive_r']}")
+    parts.append(f"lambda {adapter_config.get('lambda_mode')}"
+                 + (f" {adapter_config['lambda_init']}" if adapter_config.get("lambda_init") is not None else ""))
+    if adapter_config.get("negative_base") == "shared":
+        parts.append("shared base" + (", rescaled" if adapter_config.get("rescale") else ""))
+    if adapter_config.get("group_norm"):
+        parts.append("GroupNorm")
+    return "DiffLoRA: " + ", ".join(parts)
+
+
+def _base_quality(report: Report, plan: DemoPlan, summaries: dict) -> None:
+    report.heading("Base model quality")
+    mk2 = summaries.get("nih", {}).get("base", {}).get("mk2", {})
+    if not mk2:
+        report.text("MK-2 was not evaluated, so the base model's retrieval is not measured in this run.")
+        return
+    shortest = min(mk2, key=int)
+    estimate = mk2[shortest]
+    enough = estimate["mean"] >= 0.5
+    report.text(f"At the shortest context ({shortest} tokens) the base model retrieves {fmt(estimate)} of the MK-2 "
+                f"needles ({estimate['n']} samples). "
+                + ("That is at least half, so the base can retrieve and the comparisons below mean something."
+                   if enough else "That is less than half: the base model retrieves too little for the needle "
+                   "comparisons to mean much in this run."))
+
+
+def _overview(summaries: dict, plan: DemoPlan, labels: list[str], adapters: dict) -> tuple[list[str], list[list]]:
+    header, columns = ["model"], []
+    nih = summaries.get("nih", {})
+    lengths = sorted(plan.nih_lengths)
+    for task in plan.nih_tasks:
+        for n in dict.fromkeys((lengths[0], lengths[-1])):
+            header.append(f"{task.upper()}@{n}")
+            columns.append(lambda lab, t=task, n=n: _cell(nih.get(lab, {}).get(t, {}), n))
+    icl = summaries.get("icl", {})
+    if icl:
+        top = max(plan.icl_shots)
+        header.append(f"ICL@{top} shots")
+        columns.append(lambda lab: _cell(icl.get(lab, {}), top))
+    att = summaries.get("attention", {})
+    if att:
+        header.append("net BOS mass")
+        columns.append(lambda lab: f"{att[lab]['mean']['net'].get('bos', 0.0):.3f}" if lab in att else "")
+    deg = summaries.get("degeneration", {})
+    if deg:
+        header.append("degenerate rate")
+        columns.append(lambda lab: fmt(deg[lab]["rate"]) if lab in deg else "")
+    loss = summaries.get("loss", {})
+    if loss:
+        header.append("held-out loss")
+        columns.append(lambda lab: fmt(loss[lab]) if lab in loss else "")
+    return header, [[lab] + [c(lab) for c in columns] for lab in labels]
+
+
+def _cell(per_key: dict, key) -> str:
+    value = per_key.get(str(key), per_key.get(key))
+    return fmt(value) if value else ""
+
+
+# -- the paper beside the demo -------------------------------------------------------------------
+
+def _paper_comparison(report: Report, summaries: dict, scores: dict, plan: DemoPlan) -> None:
+    report.heading("The paper's findings beside the demo's")
+    report.text("The paper fine-tunes Llama-3.2-1B-Instruct on Tulu-2; the demo fine-tunes a CPU-sized model for a "
+                "minute on generated data, so it compares the shape of the results, not their size. Each verdict comes "
+                "from a paired bootstrap over the same samples: agrees (the 95% interval of the difference is on the "
+                "paper's side of zero), disagrees (on the other side), cannot tell (it holds zero).")
+    found = findings(summaries, scores, plan.models, plan.icl_shots, plan.train_max_length)
+    report.table(["finding", "paper", "demo (difference, 95% interval)", "verdict"],
+                 [[f.name, f.paper, "; ".join(f.measured) or "not measured", f.verdict] for f in found])
+    for f in found:
+        if "disagrees" in f.verdicts:
+            which = [m for m, v in zip(f.measured, f.verdicts) if v == "disagrees"]
+            report.text(f"Where the demo disagrees ({f.name}): the paper finds {f.paper}, but here "
+                        f"{'; '.join(which)}. A {len(plan.models)}-adapter comparison on a model this small, trained "
+                        "this briefly on generated data, need not behave like a 1B model trained on Tulu-2; the demo "
+                        "reports what it measured rather than the paper's result.")
+    report.text(f"Not run here (they need a real model): {PAPER_FINDINGS['general']} {PAPER_FINDINGS['rag']}")
+
+
+# -- held-out loss and training curves ----------------------------------------------------------
+
+def _heldout_section(report: Report, loss: dict, figures: str) -> None:
+    report.heading("Held-out loss")
+    report.text("Mean assistant-token cross-entropy on held-out instruction data of the fine-tuning mixture, with a 95% "
+                "bootstrap interval over conversations.")
+    report.table(["model", "held-out loss"], [[label, fmt(e)] for label, e in loss.items()])
+    path = grouped_bars({label: {"held-out loss": e["mean"]} for label, e in loss.items()}, "held-out loss",
+                        "cross-entropy (nats per token)", os.path.join(figures, "heldout_loss.png"),
+                        {label: {"held-out loss": (e["ci_low"], e["ci_high"])} for label, e in loss.items()})
+    report.image(path, "held-out loss with 95% bootstrap intervals")
+
+
+def _training_section(report: Report, base_path: str, adapters: dict, figures: str, plan: DemoPlan) -> None:
+    report.heading("Training")
+    report.image(plot_losses(base_path, adapters, os.path.join(figures, "loss_curves.png")),
+                 "loss curves: the base model's pretraining, and fine-tuning with identical data, steps and seeds")
+    lambda_plot = plot_lambdas(adapters, os.path.join(figures, "lambda_per_layer.png"))
+    if lambda_plot:
+        report.image(lambda_plot, "lambda per layer over fine-tuning (fixed-lambda variants stay flat)")
+    report.text("Reproduce: `difflora demo` (add `--rebuild-base` to pretrain the base model again, `--out DIR` for "
+                "another folder; rerunning the same command resumes an interrupted run).")
+
+
+def _history(folder: str, name: str = "log_history.json") -> list[dict]:
+    return _read_json(os.path.join(folder, name)) or []
+
+
+def plot_losses(base_path: str, adapters: dict[str, str], path: str) -> str:
+    pretraining = [(h["step"], h["loss"]) for h in _history(base_path, "pretraining_log.json") if "loss" in h]
+    fig, axes = plt.subplots(1, 2 if pretraining else 1, figsize=(11 if pretraining else 6.4, 4.0), squeeze=False)
+    if pretraining:
+        ax = axes[0][0]
+        ax.plot(*zip(*pretraining), color="black")
+        ax.set_title("base model pretraining", fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+    ax = axes[0][-1]
     for name, folder in adapters.items():
         points = [(h["step"], h["loss"]) for h in _history(folder) if "loss" in h]
         if points:
-            ax.plot(*zip(*points), label=name)
+            ax.plot(*zip(*points), label=name, marker=".")
+    ax.set_title("fine-tuning (assistant tokens)", fontsize=10)
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss (assistant tokens)")
-    ax.set_title("fine-tuning loss, identical data, steps and seeds")
+    ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
 
 
+def lambda_series(history: list[dict]) -> dict[int, list[tuple[int, float]]]:
+    series: dict[int, list[tuple[int, float]]] = {}
+    for h in history:
+        if "loss" not in h:
+            continue
+        for key, value in h.items():
+            if key.startswith("lambda/"):
+                series.setdefault(int(key.split("/")[1]), []).append((h["step"], value))
+    return series
+
+
 def plot_lambdas(adapters: dict[str, str], path: str) -> str | None:
-    series = {}
-    for name, folder in adapters.items():
-        for h in _history(folder):
-            for key, value in h.items():
-                if key.startswith("lambda/") and "loss" in h:
-                    series.setdefault(name, {}).setdefault(int(key.split("/")[1]), []).append((h["step"], value))
-    if not series:
+    per_model = {name: s for name, folder in adapters.items() if (s := lambda_series(_history(folder)))}
+    if not per_model:
         return None
-    fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series), 3.4), sharey=True, squeeze=False)
-    for ax, (name, layers) in zip(axes[0], series.items()):
+    fig, axes = plt.subplots(1, len(per_model), figsize=(3.2 * len(per_model), 3.4), sharey=True, squeeze=False)
+    for ax, (name, layers) in zip(axes[0], per_model.items()):
         for layer, points in sorted(layers.items()):
             ax.plot(*zip(*points), label=f"layer {layer}")
         ax.set_title(name, fontsize=9)
@@ -52,121 +290,37 @@ def plot_lambdas(adapters: dict[str, str], path: str) -> str | None:
     return _save(fig, path)
 
 
-def _metric_rows(results: dict, plan: DemoPlan) -> tuple[list[str], list[list[str]]]:
-    labels = list(results.get("loss") or results.get("nih") or {})
-    header = ["model"]
-    columns = []
-    if "nih" in results:
-        lengths = [str(n) for n in plan.nih_lengths]
-        for task in plan.nih_tasks:
-            for n in (lengths[0], lengths[-1]):
-                header.append(f"{task.upper()}@{n}")
-                columns.append(lambda r, lab, t=task, n=n: fmt(r["nih"][lab][t][n]))
-    if "icl" in results:
-        top = str(max(plan.icl_shots))
-        header.append(f"ICL@{top} shots")
-        columns.append(lambda r, lab: fmt(r["icl"][lab][top]))
-    if "degeneration" in results:
-        header.append("degenerate rate")
-        columns.append(lambda r, lab: fmt(r["degeneration"][lab]["rate"]))
-    if "loss" in results:
-        header.append("held-out loss")
-        columns.append(lambda r, lab: fmt(r["loss"][lab]))
-    return header, [[lab] + [c(results, lab) for c in columns] for lab in labels]
+# -- small helpers ------------------------------------------------------------------------------
+
+def _read_json(path: str):
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
-def _mean(d: dict) -> float:
-    return d["mean"]
+def _count_parameters(folder: str) -> int:
+    """Parameters stored in a folder's safetensors files (all of a model; an adapter's trainable ones)."""
+    from safetensors import safe_open
+
+    total = 0
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name.endswith(".safetensors"):
+            with safe_open(os.path.join(folder, name), "pt") as f:
+                for key in f.keys():
+                    shape = f.get_slice(key).get_shape()
+                    n = 1
+                    for d in shape:
+                        n *= d
+                    total += n
+    return total
 
 
-def _verdict(paper_direction: bool, a: float, b: float, noise: float = 0.05) -> str:
-    """paper_direction: the paper says a > b. Differences within `noise` decide nothing."""
-    if abs(a - b) < noise:
-        return "cannot tell (the difference is within noise)"
-    return "agrees" if (a > b) == paper_direction else "disagrees"
+def _seconds(value) -> str:
+    return f"{value:.0f}" if isinstance(value, int | float) else ""
 
 
-def comparisons(results: dict, plan: DemoPlan) -> list[str]:
-    """The paper's findings, each with what the demo measured and whether it agrees."""
-    out = []
-    diff = [m for m in plan.models if m.startswith("difflora")]
-    if "nih" in results and "lora-8" in plan.models and diff:
-        nih = results["nih"]
-        for task, paper_says_lora in (("mk2", True), ("mv", False)):
-            if task not in plan.nih_tasks:
-                continue
-            avg = {m: sum(_mean(v) for v in nih[m][task].values()) / len(nih[m][task]) for m in ["lora-8", *diff]}
-            best_diff = max(diff, key=avg.get)
-            verdict = _verdict(paper_says_lora, avg["lora-8"], avg[best_diff])
-            out.append(f"{task.upper()}: the paper finds {'LoRA ahead of' if paper_says_lora else 'DiffLoRA ahead of'} "
-                       f"{'DiffLoRA' if paper_says_lora else 'LoRA'}; the demo measures LoRA {avg['lora-8']:.2f} vs the best "
-                       f"DiffLoRA ({best_diff}) {avg[best_diff]:.2f} averaged over lengths: it {verdict}.")
-    if "icl" in results and "lora-8" in plan.models and diff:
-        icl = results["icl"]
-        top = str(max(plan.icl_shots))
-        d = sum(_mean(icl[m][top]) for m in diff) / len(diff)
-        lora, base = _mean(icl["lora-8"][top]), _mean(icl["base"][top])
-        verdict = _verdict(True, lora, d)
-        out.append(f"Many-shot ICL at {top} shots: the paper finds DiffLoRA near the base and below LoRA; the demo measures "
-                   f"DiffLoRA (mean of variants) {d:.2f}, LoRA {lora:.2f}, base {base:.2f}: on DiffLoRA < LoRA it {verdict}.")
-    if "attention" in results and diff:
-        att = results["attention"]
-        base_bos = att["base"]["mean"]["net"].get("bos", 0.0)
-        moved = [m for m in diff if att[m]["mean"]["net"].get("bos", 0.0) < base_bos]
-        verdict = "agrees" if len(moved) * 2 >= len(diff) else "disagrees"
-        out.append(f"Attention: the paper finds DiffLoRA moves mass off BOS; in the demo {len(moved)} of {len(diff)} "
-                   f"DiffLoRA variants put less net mass per token on BOS than the base ({base_bos:.3f}): it {verdict}.")
-    if "nih" in results and "difflora-32-gn" in plan.models and "difflora-32" in plan.models:
-        nih = results["nih"]
-        gn = sum(_mean(v) for t in nih["difflora-32-gn"].values() for v in t.values())
-        plain = sum(_mean(v) for t in nih["difflora-32"].values() for v in t.values())
-        verdict = _verdict(True, plain, gn)
-        out.append(f"GroupNorm: the paper finds it destroys a pretrained model; the demo measures DiffLoRA-32+GN "
-                   f"{gn:.2f} against DiffLoRA-32 {plain:.2f} (accuracy summed over needle tasks and lengths): it {verdict}.")
-    return out
+def _threads() -> int:
+    import torch
 
-
-def write_demo_report(plan: DemoPlan, base_path: str, adapters: dict[str, str], results: dict, out_dir: str,
-                      timings: dict) -> str:
-    eval_dir = os.path.join(out_dir, "eval")
-    report = Report("DiffLoRA in miniature: the paper's comparison on a CPU")
-    report.heading("What was run")
-    recipe = plan.recipe
-    base_line = (f"Base model: the project's default Llama-architecture model ({recipe.layers} layers, hidden "
-                 f"{recipe.hidden_size}, {recipe.heads} heads / {recipe.kv_heads} KV heads, vocabulary {recipe.vocab_size}), "
-                 f"pretrained for {recipe.steps} steps on generated text and cached at {base_path}." if recipe else
-                 f"Base model: {base_path}.")
-    report.text(base_line)
-    report.text(f"Fine-tuned with identical data, steps and seeds: {', '.join(plan.models)} "
-                f"({plan.training.get('max_steps')} steps, batch {plan.training.get('per_device_train_batch_size')}, "
-                f"learning rate {plan.training.get('learning_rate')}, max length {plan.train_max_length}, "
-                f"{plan.train_examples} generated chat examples). LoRA is r=8 on q,k,v,o,gate,up,down; DiffLoRA ranks "
-                "are capped to the small hidden size (difflora-64 -> hidden/4, difflora-32 -> hidden/8, alpha = 2r).")
-    report.text("Timings (seconds): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
-    if "nih" in results:
-        short = str(plan.nih_lengths[0])
-        mk2 = results["nih"]["base"].get("mk2", {}).get(short)
-        if mk2:
-            report.text(f"Base model quality: at {short} tokens it retrieves {fmt(mk2)} of the MK-2 needles.")
-    report.heading("Models x metrics")
-    header, rows = _metric_rows(results, plan)
-    report.table(header, rows)
-    report.heading("The paper's findings beside the demo's")
-    for line in comparisons(results, plan):
-        report.text(line)
-    report.text(f"Paper, general benchmarks (not run here): {PAPER_FINDINGS['general']}")
-    if "nih" in results:
-        add_nih(report, results["nih"], {t: os.path.join(eval_dir, f"nih_{t}.png") for t in plan.nih_tasks})
-    if "icl" in results:
-        add_icl(report, results["icl"], os.path.join(eval_dir, "icl.png"))
-    if "attention" in results:
-        add_attention(report, results["attention"], os.path.join(eval_dir, "attention_mass.png"))
-    if "degeneration" in results:
-        add_degeneration(report, results["degeneration"])
-    report.heading("Training")
-    report.image(plot_losses(adapters, os.path.join(out_dir, "loss_curves.png")), "fine-tuning loss curves")
-    lambda_plot = plot_lambdas(adapters, os.path.join(out_dir, "lambdas.png"))
-    if lambda_plot:
-        report.image(lambda_plot, "lambda per layer over training (learned-lambda variants)")
-    md, _ = report.write(out_dir)
-    return md
+    return torch.get_num_threads()

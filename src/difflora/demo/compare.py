@@ -1,0 +1,195 @@
+"""The paper's findings (spec section 6) checked against what the demo measured.
+
+Each finding compares two models on the same samples, so the comparison is a paired bootstrap of
+the per-sample differences: the demo agrees with the paper when the 95% interval of the difference
+lies on the paper's side of zero, disagrees when it lies on the other side, and cannot tell when it
+holds zero. Where a finding is about several DiffLoRA variants, each variant gets its own verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..evaluation.stats import Estimate, bootstrap
+
+DIFFLORA = ("difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn")
+NEAR = 0.15  # "near the base model": the whole interval of the difference within +-NEAR
+SMALL = 0.05  # attention mass: relative changes smaller than this count as no change
+
+
+@dataclass
+class Finding:
+    name: str
+    paper: str
+    measured: list[str] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        if not self.verdicts:
+            return "not measured"
+        kinds = set(self.verdicts)
+        if len(kinds) == 1:
+            return self.verdicts[0]
+        counts = ", ".join(f"{self.verdicts.count(k)} {k}" for k in ("agrees", "disagrees", "cannot tell") if k in kinds)
+        return f"mixed ({counts})"
+
+
+def paired_difference(a: dict[str, float], b: dict[str, float]) -> Estimate | None:
+    """Mean of a - b over the samples both were scored on, with a bootstrap interval."""
+    keys = sorted(set(a) & set(b))
+    return bootstrap([a[k] - b[k] for k in keys]) if keys else None
+
+
+def direction(diff: Estimate) -> str:
+    """The verdict for a difference the paper says is positive."""
+    if diff.low > 0:
+        return "agrees"
+    if diff.high < 0:
+        return "disagrees"
+    return "cannot tell"
+
+
+def show(diff: Estimate) -> str:
+    return f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
+
+
+def _pool(scores: dict, task: str, label: str, prefix: str | None = None) -> dict[str, float]:
+    """One model's per-sample scores of a task (nih: {subtask: {key: score}} flattened), optionally
+    only the keys under one subtask or one shot count."""
+    per = scores.get(task, {}).get(label, {})
+    if task == "nih":
+        flat = {f"{sub}/{k}": v for sub, d in per.items() for k, v in d.items()}
+    else:
+        flat = dict(per)
+    return {k: v for k, v in flat.items() if prefix is None or k.startswith(prefix + "/")}
+
+
+def findings(summaries: dict, scores: dict, models: tuple[str, ...], shots: tuple[int, ...],
+             train_length: int) -> list[Finding]:
+    diff_models = [m for m in DIFFLORA if m in models]
+    out = []
+    if "nih" in scores and "lora-8" in models:
+        out.append(_versus(scores, "nih", "mk2", "lora-8", diff_models, lora_ahead=True,
+                           name="NIH MK-2", paper="LoRA far ahead of every DiffLoRA variant"))
+        out.append(_versus(scores, "nih", "mv", "lora-8", diff_models, lora_ahead=False,
+                           name="NIH MV", paper="every DiffLoRA variant far ahead of LoRA"))
+    if "icl" in scores:
+        out += _icl_findings(summaries, scores, models, diff_models, shots, train_length)
+    if "attention" in summaries and "base" in summaries["attention"]:
+        out.append(_attention_finding(summaries["attention"], diff_models))
+    if {"difflora-32", "difflora-32-gn"} <= set(models):
+        out.append(_group_norm_finding(scores))
+    if "degeneration" in scores and "lora-8" in models:
+        f = Finding("Degenerate generation", "DiffLoRA models sometimes degenerate (loops, '0a0a0a'); LoRA is not "
+                    "reported to")
+        for m in diff_models:
+            d = paired_difference(scores["degeneration"].get(m, {}), scores["degeneration"].get("lora-8", {}))
+            if d:
+                f.measured.append(f"{m} - LoRA degenerate rate {show(d)}")
+                f.verdicts.append(direction(d))
+        out.append(f)
+    if "shared-diff" in models and "difflora-32" in models and "nih" in scores:
+        f = Finding("Shared DIFF (seed 004, not the paper)", "the shared-base form retrieves keys better than the "
+                    "low-rank-only DIFF form")
+        d = paired_difference(_pool(scores, "nih", "shared-diff"), _pool(scores, "nih", "difflora-32"))
+        if d:
+            f.measured.append(f"shared-diff - difflora-32, all needle samples {show(d)}")
+            f.verdicts.append(direction(d))
+        out.append(f)
+    return out
+
+
+def _versus(scores, task, sub, lora, diff_models, lora_ahead: bool, name: str, paper: str) -> Finding:
+    f = Finding(name, paper)
+    lora_scores = _pool(scores, task, lora, sub)
+    for m in diff_models:
+        mine = _pool(scores, task, m, sub)
+        d = paired_difference(lora_scores, mine) if lora_ahead else paired_difference(mine, lora_scores)
+        if d:
+            what = f"LoRA - {m}" if lora_ahead else f"{m} - LoRA"
+            f.measured.append(f"{what} {show(d)}")
+            f.verdicts.append(direction(d))
+    return f
+
+
+def _icl_findings(summaries, scores, models, diff_models, shots, train_length) -> list[Finding]:
+    out = []
+    top = max(shots)
+    if "lora-8" in models:
+        f = Finding(f"Many-shot ICL ({top} shots)", "DiffLoRA below LoRA")
+        for m in diff_models:
+            d = paired_difference(_pool(scores, "icl", "lora-8", str(top)), _pool(scores, "icl", m, str(top)))
+            if d:
+                f.measured.append(f"LoRA - {m} {show(d)}")
+                f.verdicts.append(direction(d))
+        out.append(f)
+    if "base" in scores["icl"]:
+        f = Finding(f"Many-shot ICL ({top} shots), near the base", f"DiffLoRA near the base model (here: the "
+                    f"interval of the difference within +-{NEAR})")
+        for m in diff_models:
+            d = paired_difference(_pool(scores, "icl", m, str(top)), _pool(scores, "icl", "base", str(top)))
+            if d:
+                f.measured.append(f"{m} - base {show(d)}")
+                f.verdicts.append("agrees" if -NEAR <= d.low and d.high <= NEAR else
+                                  "disagrees" if d.low > NEAR or d.high < -NEAR else "cannot tell")
+        out.append(f)
+    # "worse as demonstrations grow past the training length": the longest prompts against the
+    # longest shot count whose prompts still fit the fine-tuning length
+    any_label = next(iter(summaries["icl"].values()), {})
+    tokens = {int(k): v.get("prompt_tokens", 0) for k, v in any_label.items()}
+    inside = [k for k in sorted(tokens) if tokens[k] <= train_length]
+    beyond = [k for k in sorted(tokens) if tokens[k] > train_length]
+    if inside and beyond:
+        k_in, k_out = inside[-1], beyond[-1]
+        f = Finding("ICL past the fine-tuning length", f"DiffLoRA worse as demonstrations grow past the training length "
+                    f"(here {k_in} shots, {tokens[k_in]} tokens, against {k_out} shots, {tokens[k_out]} tokens; "
+                    f"fine-tuning length {train_length})")
+        for m in diff_models:
+            inside_scores = {k.split("/", 1)[1]: v for k, v in _pool(scores, "icl", m, str(k_in)).items()}
+            beyond_scores = {k.split("/", 1)[1]: v for k, v in _pool(scores, "icl", m, str(k_out)).items()}
+            d = paired_difference(inside_scores, beyond_scores)
+            if d:
+                f.measured.append(f"{m}: {k_in} shots - {k_out} shots {show(d)}")
+                f.verdicts.append(direction(d))
+        out.append(f)
+    return out
+
+
+def _attention_finding(attention: dict, diff_models) -> Finding:
+    """Net mass per token on BOS, and the needle's mass against the rest of the context. There is
+    no interval (a few prompts, averaged over layers), so a change under SMALL (relative) decides
+    nothing."""
+    f = Finding("Attention mass (Figure 4)", "DiffLoRA moves mass off BOS and slightly denoises around the needle "
+                f"(no interval here: a change under {SMALL:.0%} counts as none)")
+    base = attention["base"]["mean"]["net"]
+    base_bos, base_ratio = base.get("bos", 0.0), _needle_ratio(base)
+    for m in diff_models:
+        if m not in attention:
+            continue
+        net = attention[m]["mean"]["net"]
+        bos, ratio = net.get("bos", 0.0), _needle_ratio(net)
+        f.measured.append(f"{m}: BOS {bos:.3f} (base {base_bos:.3f}), needle/context {ratio:.2f} (base {base_ratio:.2f})")
+        bos_change = (bos - base_bos) / base_bos if base_bos > 0 else 0.0
+        if bos_change < -SMALL:
+            f.verdicts.append("agrees")
+        elif bos_change > SMALL:
+            f.verdicts.append("disagrees")
+        else:
+            f.verdicts.append("cannot tell")
+    return f
+
+
+def _needle_ratio(mass: dict) -> float:
+    context = (mass.get("before", 0.0) + mass.get("after", 0.0)) / 2
+    return mass.get("needle", 0.0) / context if context > 0 else float("nan")
+
+
+def _group_norm_finding(scores: dict) -> Finding:
+    f = Finding("GroupNorm", "DiffLoRA-32 + GroupNorm destroys the pretrained model (average 0.15 against 0.42)")
+    for task in ("nih", "icl"):
+        d = paired_difference(_pool(scores, task, "difflora-32"), _pool(scores, task, "difflora-32-gn"))
+        if d:
+            f.measured.append(f"{task}: difflora-32 - difflora-32-gn {show(d)}")
+            f.verdicts.append(direction(d))
+    return f
