@@ -4,6 +4,7 @@ import json
 import random
 
 import pytest
+import torch
 import yaml
 from peft import PeftModel, get_peft_model
 
@@ -101,6 +102,23 @@ def test_cli_select_then_train(config, tmp_path, capsys):
     base, _ = load_base(config(method=None)["model"])
     model = PeftModel.from_pretrained(base, trained.output_dir)
     assert _trainable(model) == 0 and len([n for n, _ in model.named_modules() if n.endswith("lora_A")]) == 4
+
+
+def test_training_starts_from_the_inherited_weights(config):
+    """The selected config's init_from: with a learning rate of 0 the trained adapter is exactly
+    the one the search exported (weight sharing carried into `difflora train`)."""
+    from peft.utils import load_peft_weights
+
+    from difflora.train import run_training
+
+    result = run_selection(config(), sampling_rate=0.5, search_steps=4, progress=False)
+    assert load_train_config(result.config_path).init_from == result.adapter_dir
+    trained = run_training(result.config_path, overrides=["training.learning_rate=0", "training.max_steps=1"],
+                           quiet=True)
+    inherited, final = load_peft_weights(result.adapter_dir), load_peft_weights(trained.output_dir)
+    assert inherited.keys() == final.keys()
+    assert all(torch.equal(inherited[k], final[k]) for k in inherited)
+    assert any(v.abs().sum() > 0 for k, v in final.items() if "lora_B" in k)  # not the fresh init (B = 0)
 
 
 # ---------------------------------------------------------------------------------------------

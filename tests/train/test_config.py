@@ -76,3 +76,12 @@ def test_paper_configs_hold_the_paper_recipe():
         assert cfg.training["per_device_train_batch_size"] * cfg.training["gradient_accumulation_steps"] == 64
         assert cfg.method == ({"type": "lora", "preset": "lora-8"} if name == "lora-8"
                               else {"type": "difflora", "preset": name})
+
+
+def test_init_from_must_be_an_adapter_folder(tmp_path):
+    with pytest.raises(UserError, match="is not a PEFT adapter folder"):
+        load_train_config({**BASE, "init_from": str(tmp_path)})
+    (tmp_path / "adapter_config.json").write_text("{}")
+    assert load_train_config({**BASE, "init_from": str(tmp_path)}).init_from == str(tmp_path)
+    with pytest.raises(UserError, match="full fine-tuning has no adapters"):
+        load_train_config({**BASE, "method": {"type": "full"}, "init_from": str(tmp_path)})

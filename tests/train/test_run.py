@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from difflora.cli.main import main as cli
+from difflora.errors import UserError
 from difflora.train import run_training
 from difflora.train.trainer import TrainingDivergedError
 
@@ -161,3 +162,20 @@ def test_tiny_configs_run(name, tmp_path):
                              "training.max_steps=2", "training.logging_steps=1", "training.report_to=[]"])
     result = run_training(cfg, quiet=True)
     assert result.method == name and len(result.losses) == 2
+
+
+def test_init_from_continues_from_saved_adapter_weights(train_cfg, tmp_path):
+    """init_from: the adapters start from a saved adapter (learning rate 0 keeps them exactly);
+    an adapter of another method is refused before training, naming the first tensor that misfits."""
+    from peft.utils import load_peft_weights
+
+    first = run_training(train_cfg(), quiet=True)
+    cfg = {**train_cfg(), "output_dir": str(tmp_path / "again"), "init_from": first.output_dir}
+    cfg["training"] = {**cfg["training"], "learning_rate": 0.0, "max_steps": 1}
+    again = run_training(cfg, quiet=True)
+    saved, final = load_peft_weights(first.output_dir), load_peft_weights(again.output_dir)
+    assert saved.keys() == final.keys() and all(torch.equal(saved[k], final[k]) for k in saved)
+
+    other = {**cfg, "output_dir": str(tmp_path / "other"), "method": {"type": "lora", "preset": "lora-8"}}
+    with pytest.raises(UserError, match="does not fit this model and method: .*tensors missing"):
+        run_training(other, quiet=True)

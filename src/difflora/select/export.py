@@ -131,12 +131,11 @@ def save_adapter(model, tokenizer, path: str) -> str:
 
 def write_train_config(train_config: dict, method: dict, out_dir: str, adapter_dir: str, note: str) -> str:
     """The selected configuration as a `difflora train` config (output_dir: OUT/train)."""
-    config = {**train_config, "method": method, "output_dir": os.path.join(out_dir, "train")}
+    config = {**train_config, "method": method, "output_dir": os.path.join(out_dir, "train"), "init_from": adapter_dir}
     path = os.path.join(out_dir, "train_config.yaml")
     header = (f"# DiffoRA selection: {note}\n"
-              f"# The adapters kept here, with the weights they learned during the search, are in {adapter_dir}\n"
-              "# (PeftModel.from_pretrained(base, that folder, is_trainable=True) continues from them);\n"
-              "# `difflora train` on this file starts the selected adapters from their usual initialisation.\n")
+              f"# The adapters kept here start from the weights they learned during the search (init_from:\n"
+              "# weight sharing); delete the init_from line to start them from their usual initialisation.\n")
     with open(path, "w") as f:
         f.write(header)
         yaml.safe_dump(config, f, sort_keys=False)

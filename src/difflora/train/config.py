@@ -14,7 +14,8 @@ import yaml
 from ..errors import UserError
 
 METHOD_TYPES = ("difflora", "lora", "full")
-TOP_LEVEL_KEYS = ("model", "tokenizer", "output_dir", "method", "data", "training", "dtype", "attn_implementation")
+TOP_LEVEL_KEYS = ("model", "tokenizer", "output_dir", "method", "data", "training", "dtype", "attn_implementation",
+                  "init_from")
 # Sections whose string values that read as numbers are numbers (paths and names elsewhere stay strings).
 NUMERIC_SECTIONS = ("method", "training")
 
@@ -40,6 +41,9 @@ class TrainConfig:
     tokenizer: str | None = None
     dtype: str = "auto"  # auto: bf16 weights when training.bf16, else float32
     attn_implementation: str | None = None
+    # a PEFT adapter folder of the same method whose weights the adapters start from (e.g. the
+    # weights a DiffoRA search learned: `difflora select` writes this key); None: the usual init
+    init_from: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -122,7 +126,19 @@ def _build(raw: dict, where: str) -> TrainConfig:
     check_training_keys(training, where)
     return TrainConfig(model=str(raw["model"]), output_dir=str(raw["output_dir"]), method=method,
                        data=data, training=training, tokenizer=raw.get("tokenizer"),
-                       dtype=raw.get("dtype") or "auto", attn_implementation=raw.get("attn_implementation"))
+                       dtype=raw.get("dtype") or "auto", attn_implementation=raw.get("attn_implementation"),
+                       init_from=_check_init_from(raw.get("init_from"), method, where))
+
+
+def _check_init_from(path, method: dict, where: str) -> str | None:
+    if path is None:
+        return None
+    if method.get("type", "difflora") == "full":
+        raise UserError(f"{where}: init_from starts adapters from saved weights; full fine-tuning has no adapters "
+                        "(give the saved model as model: instead)")
+    if not os.path.isfile(os.path.join(str(path), "adapter_config.json")):
+        raise UserError(f"{where}: init_from '{path}' is not a PEFT adapter folder (no adapter_config.json in it)")
+    return str(path)
 
 
 def _check_data(data: DataConfig, where: str) -> None:

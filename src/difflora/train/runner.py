@@ -25,7 +25,7 @@ from ..models import load_base
 from .chat_data import ChatCollator, ReadStats, build_dataset
 from .checkpoints import latest_complete_checkpoint
 from .config import TrainConfig, load_train_config
-from .method import method_label, prepare_model
+from .method import load_initial_weights, method_label, prepare_model
 from .trainer import DiffLoRATrainer
 
 DONE_MARKER = "training_complete.json"  # written last: its presence means the run finished
@@ -108,6 +108,8 @@ def _train(cfg: TrainConfig, resume: bool, quiet: bool, callbacks: list | None) 
     # the data before the model: a bad row fails in seconds, not after loading billions of weights
     train_set, eval_set, stats = _datasets(cfg, tokenizer, progress=not quiet and args.should_save)
     model = prepare_model(_load_model(cfg), cfg.method)
+    if cfg.init_from:  # a resumed run's checkpoint overrides these weights, as it should
+        load_initial_weights(model, cfg.init_from)
     trainer = DiffLoRATrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                               data_collator=ChatCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                               callbacks=callbacks)
