@@ -77,7 +77,7 @@ def test_report_has_every_section_plot_and_model(runs):
     for heading in ("## What was run", "## Base model quality", "## Models x metrics",
                     "## The paper's findings beside the demo's", "## Needle in a haystack",
                     "## Many-shot in-context learning", "## Attention mass per segment", "## Degenerate generation",
-                    "## Held-out loss", "## Training"):
+                    "## Held-out loss", "## DiffoRA selections", "## Training"):
         assert heading in md, heading
     assert "At the shortest context (256 tokens) the base model retrieves" in md
     for model in ("base", *ALL_MODELS):
@@ -86,8 +86,11 @@ def test_report_has_every_section_plot_and_model(runs):
                    "loss_curves", "lambda_per_layer"):
         path = f"figures/{figure}.png"
         assert f"]({path})" in md and (out / path).stat().st_size > 5000, figure
-    for finding in ("NIH MK-2", "NIH MV", "Many-shot ICL", "Attention mass", "GroupNorm"):
+    for finding in ("NIH MK-2", "NIH MV", "Many-shot ICL", "Attention mass", "GroupNorm",
+                    "DiffoRA-selected LoRA", "DAM-selected DiffLoRA layers"):
         assert f"| {finding}" in md, finding
+    for name in ("diffora-lora", "diffora-difflora"):
+        assert f"](select/{name}/dam.png)" in md and (out / "select" / name / "dam.png").stat().st_size > 5000
     page = (out / "report.html").read_text()
     assert page.count("<img") >= 9 and "The paper&#x27;s findings" in page
 
@@ -153,3 +156,22 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys):
     assert "unknown demo model 'lora-9'" in err and "Traceback" not in err
     assert cli(["demo", "--quick", "--out", str(tmp_path), "--lengths", "16"]) != 0
     assert "at least 64 tokens" in capsys.readouterr().err
+
+
+def test_diffora_models_train_the_selection_from_its_search_weights(runs):
+    """diffora-lora keeps modules within LoRA-8's parameter count; diffora-difflora half the layers;
+    both train exactly the kept modules, starting from the adapter the search exported."""
+    import yaml
+
+    from difflora.demo.report import _count_parameters
+
+    out = runs["out"]
+    for name in ("diffora-lora", "diffora-difflora"):
+        dam = json.loads((out / "select" / name / "dam.json").read_text())
+        run = yaml.safe_load((out / "adapters" / name / "run_config.yaml").read_text())
+        assert run["init_from"] == str(out / "select" / name / "adapter")
+        if name == "diffora-lora":
+            assert run["method"]["target_modules"] == dam["kept"] and run["method"]["r"] == 16
+            assert 0 < _count_parameters(str(out / "adapters" / name)) <= _count_parameters(str(out / "adapters" / "lora-8"))
+        else:
+            assert len(run["method"]["layers_to_transform"]) == 1  # half of the quick base's 2 layers

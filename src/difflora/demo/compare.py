@@ -97,6 +97,29 @@ def findings(summaries: dict, scores: dict, models: tuple[str, ...], shots: tupl
             f.measured.append(f"shared-diff - difflora-32, all needle samples {show(d)}")
             f.verdicts.append(direction(d))
         out.append(f)
+    out += _diffora_findings(scores, models)
+    return out
+
+
+def _diffora_findings(scores: dict, models: tuple[str, ...]) -> list[Finding]:
+    """DiffoRA (seed 003): selected modules against the uniform model, on every retrieval and ICL
+    sample both were scored on."""
+    pairs = [("diffora-lora", "lora-8", "DiffoRA-selected LoRA (seed 003)",
+              "at the same number of trainable parameters, DAM-selected modules beat LoRA on every module"),
+             ("diffora-difflora", "difflora-64", "DAM-selected DiffLoRA layers (issue 6)",
+              "open in the DiffLoRA paper; DiffoRA's claim carried over: differential attention on the selected "
+              "half of the layers does at least as well as on all layers")]
+    out = []
+    for selected, uniform, name, claim in pairs:
+        if not {selected, uniform} <= set(models):
+            continue
+        f = Finding(name, claim)
+        for task in ("nih", "icl"):
+            d = paired_difference(_pool(scores, task, selected), _pool(scores, task, uniform))
+            if d:
+                f.measured.append(f"{selected} - {uniform}, all {task} samples {show(d)}")
+                f.verdicts.append(direction(d))
+        out.append(f)
     return out
 
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from ..evaluation.results import write_json
 from ..models import ModelSpec, load_model
 from .base_model import ensure_base, is_built
-from .plan import DemoPlan, check_plan
+from .plan import DIFFORA_MODELS, DemoPlan, check_plan, lora_params, selection_for
 from .state import DemoState, StopAfterStage
 
 console = Console(stderr=True)
@@ -30,6 +30,7 @@ __all__ = ["StopAfterStage", "run_demo", "stage_names"]
 
 
 def stage_names(plan: DemoPlan) -> list[str]:
+    """Stage names; a DiffoRA model's train stage includes its search ("select:<model>" in the state)."""
     return (["base", "data"] + [f"train:{m}" for m in plan.models]
             + [f"eval:{m}" for m in ("base", *plan.models)] + ["report"])
 
@@ -102,7 +103,10 @@ class Demo:
             "data": {"train": self.train_file, "max_length": self.plan.train_max_length},
             "training": {**self.plan.training, "report_to": []},
         }
-        fingerprint = self._hash(config, self.state.stages.get("data", {}).get("fingerprint"), self._base_id())
+        fingerprint = self._hash(config, self.state.stages.get("data", {}).get("fingerprint"), self._base_id(),
+                                 self.plan.select_steps if name in DIFFORA_MODELS else None)
+        if name in DIFFORA_MODELS:
+            config = self._select(name, config, fingerprint)
         self.adapters[name] = output_dir
         if self.state.is_done(stage, fingerprint) and os.path.isdir(output_dir):
             return
@@ -115,6 +119,34 @@ class Demo:
         result = run_training(config, resume=True)
         self.state.finish(stage, fingerprint, time.time() - started,
                           train_runtime=result.metrics.get("train_runtime"))
+
+    def _select(self, name: str, config: dict, fingerprint: str) -> dict:
+        """DiffoRA: search which modules (layers) get adapters, then train the kept ones from their
+        search weights. The selection is its own stage, so a finished search is not redone."""
+        from ..select import run_selection
+
+        stage, out = f"select:{name}", os.path.join(self.out, "select", name)
+        options = selection_for(name, self._lora_8_params())
+        if not self.state.is_done(stage, fingerprint) or not os.path.isfile(os.path.join(out, "train_config.yaml")):
+            self.banner(f"train:{name}", f"DiffoRA search for {name} ({self.plan.select_steps} steps)")
+            self.state.start(stage, fingerprint)
+            started = time.time()
+            result = run_selection({**config, "output_dir": out}, search_steps=self.plan.select_steps, **options,
+                                   progress=True)
+            self.state.finish(stage, fingerprint, time.time() - started, kept=[c.module_name for c in result.kept],
+                              trainable_params=result.trainable_params)
+        import yaml
+
+        with open(os.path.join(out, "train_config.yaml")) as f:
+            selected = yaml.safe_load(f)  # the selection as `difflora train` reads it
+        return {**config, "method": selected["method"], "init_from": selected["init_from"]}
+
+    def _lora_8_params(self) -> int:
+        from transformers import AutoConfig
+
+        from ..train.method import LORA_8
+
+        return lora_params(AutoConfig.from_pretrained(self.base_path), LORA_8["r"], LORA_8["target_modules"])
 
     def evaluate(self, label: str) -> None:
         from .evaluate import evaluate_model

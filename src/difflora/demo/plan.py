@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from ..errors import UserError
 from .base_model import QUICK_RECIPE, BaseRecipe
 
-ALL_MODELS = ("lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "shared-diff")
+ALL_MODELS = ("lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "shared-diff",
+              "diffora-lora", "diffora-difflora")
+# DiffoRA (issue 6): a selection (difflora select) picks the modules, then the kept adapters train
+# from their search weights. Each is compared with the uniform model named here.
+DIFFORA_MODELS = {"diffora-lora": "lora-8", "diffora-difflora": "difflora-64"}
 ALL_TASKS = ("nih", "icl", "attention", "degeneration", "loss")
 NIH_TASKS = ("mk2", "mk3", "mv")
 
@@ -38,6 +42,7 @@ class DemoPlan:
         warmup_steps=0.05, logging_steps=5, save_steps=20, save_total_limit=1, seed=0))
     # the paper's ranks (64 / 32, for hidden 2048) capped for a small base: see rank_overrides
     cap_ranks: bool = True
+    select_steps: int = 40             # DiffoRA search steps (train + held-out update each)
     nih_tasks: tuple[str, ...] = NIH_TASKS
     nih_lengths: tuple[int, ...] = (256, 512, 1024)
     nih_samples: int = 24
@@ -60,11 +65,32 @@ class DemoPlan:
         return self.recipe is not None
 
     def method_for(self, name: str, hidden_size: int) -> dict:
-        """The `method:` section of the training config of one demo model."""
+        """The `method:` section of the training config of one demo model (for a DiffoRA model:
+        the candidates its search starts from, see selection_for)."""
+        if name == "diffora-lora":  # twice LoRA-8's rank on half the parameters' worth of modules
+            return {"type": "lora", "preset": "lora-8", "r": 16, "lora_alpha": 32}
+        if name in DIFFORA_MODELS:
+            return self.method_for(DIFFORA_MODELS[name], hidden_size)
         if name == "lora-8":
             return {"type": "lora", "preset": "lora-8"}
         overrides = rank_overrides(hidden_size)[name] if self.cap_ranks else {}
         return {"type": "difflora", "preset": name, **overrides}
+
+
+def selection_for(name: str, lora_8_params: int) -> dict:
+    """How a DiffoRA model's search is discretised: LoRA within LoRA-8's parameter count (the DiffoRA
+    paper's comparison at equal size); DiffLoRA on half the layers (sampling rate 0.5)."""
+    return {"budget": lora_8_params} if name == "diffora-lora" else {"sampling_rate": 0.5}
+
+
+def lora_params(config, r: int, modules: list[str]) -> int:
+    """Trainable parameters of LoRA rank r on these modules of every layer: r * (in + out) each."""
+    hidden, inter = config.hidden_size, config.intermediate_size
+    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    q, kv = config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim
+    shapes = {"q_proj": (hidden, q), "k_proj": (hidden, kv), "v_proj": (hidden, kv), "o_proj": (q, hidden),
+              "gate_proj": (hidden, inter), "up_proj": (hidden, inter), "down_proj": (inter, hidden)}
+    return config.num_hidden_layers * sum(r * sum(shapes[m]) for m in modules)
 
 
 def rank_overrides(hidden_size: int) -> dict[str, dict]:
@@ -82,7 +108,7 @@ def quick_plan() -> DemoPlan:
     return DemoPlan(
         recipe=QUICK_RECIPE, train_examples=48, heldout_examples=8, instruction_units=4, train_max_length=320,
         training=dict(max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1, save_steps=2,
-                      save_total_limit=1, seed=0),
+                      save_total_limit=1, seed=0), select_steps=2,
         nih_lengths=(256, 320, 384), nih_samples=2, icl_shots=(2, 4), icl_samples=2, attention_length=256,
         attention_prompts=1, degeneration_tokens=6)
 

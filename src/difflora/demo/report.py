@@ -20,11 +20,11 @@ from ..evaluation.run_icl import plot_icl
 from ..evaluation.run_nih import plot_nih
 from .compare import findings
 from .evaluate import gather
-from .plan import DemoPlan, rank_overrides
+from .plan import DIFFORA_MODELS, DemoPlan, rank_overrides
 from .state import DemoState
 
 SECTIONS = ("What was run", "Base model quality", "Models x metrics", "The paper's findings beside the demo's",
-            "Training")
+            "DiffoRA selections", "Training")
 
 
 def write_demo_report(plan: DemoPlan, base_path: str, adapters: dict[str, str], out_dir: str,
@@ -60,6 +60,7 @@ def write_demo_report(plan: DemoPlan, base_path: str, adapters: dict[str, str], 
         add_degeneration(report, deg, plot_degeneration(deg, os.path.join(figures, "degeneration.png")))
     if "loss" in summaries:
         _heldout_section(report, summaries["loss"], figures)
+    _diffora_section(report, out_dir, plan)
     _training_section(report, base_path, adapters, figures, plan)
     md, _ = report.write(out_dir)
     return md
@@ -233,6 +234,29 @@ def _training_section(report: Report, base_path: str, adapters: dict, figures: s
         report.image(lambda_plot, "lambda per layer over fine-tuning (fixed-lambda variants stay flat)")
     report.text("Reproduce: `difflora demo` (add `--rebuild-base` to pretrain the base model again, `--out DIR` for "
                 "another folder; rerunning the same command resumes an interrupted run).")
+
+
+def _diffora_section(report: Report, out_dir: str, plan: DemoPlan) -> None:
+    """What each DiffoRA search kept, with its DAM heat map."""
+    chosen = [m for m in plan.models if m in DIFFORA_MODELS]
+    if not chosen:
+        return
+    report.heading("DiffoRA selections")
+    report.text(f"Each DiffoRA model ran `difflora select` first: {plan.select_steps} alternating search steps "
+                "(adapter weights on the training split, architecture weights on a held-out split), then the DAM was "
+                "discretised and the kept adapters were fine-tuned from their search weights (init_from) with the "
+                "same data and steps as every other model. diffora-lora: LoRA r=16 candidates on every module, kept "
+                "within LoRA-8's parameter count; diffora-difflora: difflora-64 on the top half of the layers.")
+    for name in chosen:
+        folder = os.path.join(out_dir, "select", name)
+        dam = _read_json(os.path.join(folder, "dam.json"))
+        if not dam:
+            continue
+        report.text(f"{name}: kept {len(dam['kept'])} candidates, {dam.get('trainable_params', 0):,} trainable "
+                    f"parameters (the uniform {DIFFORA_MODELS[name]} has "
+                    f"{_count_parameters(os.path.join(out_dir, 'adapters', DIFFORA_MODELS[name])):,}): "
+                    + ", ".join(f"`{m}`" for m in dam["kept"]))
+        report.image(os.path.join(folder, "dam.png"), f"{name}: the Differential Adaptation Matrix after the search")
 
 
 def _history(folder: str, name: str = "log_history.json") -> list[dict]:
