@@ -36,37 +36,49 @@ COLOURS = {"the sky": "blue", "grass": "green", "snow": "white", "coal": "black"
            "a tomato": "red", "an orange": "orange", "a plum": "purple"}
 
 
+RETRIEVAL_KINDS = ("mk2:needles", "mk2:needles", "mk2:needles", "mk2:essay", "mv:essay", "mk3:needles")
+
+
 @dataclass(frozen=True)
 class CorpusMix:
     """What the pretraining corpus holds: shares of each kind of document and their sizes."""
 
-    retrieval: float = 0.45     # share of retrieval conversations (the rest below, then prose)
-    recall: float = 0.3         # share of recall drills (needles stated, then restated)
-    icl: float = 0.12
+    retrieval: float = 0.75     # share of retrieval conversations (the rest below, then prose)
+    recall: float = 0.0         # share of recall drills (needles stated, then restated)
+    icl: float = 0.15
     short_answer: float = 0.05
-    max_needles: int = 14       # haystack units per retrieval context (needles or prose sentences)
+    max_needles: int = 6        # haystack units per retrieval context (needles or prose sentences)
     questions: int = 4          # questions per retrieval context
     max_shots: int = 12
+    retrieval_kinds: tuple[str, ...] = RETRIEVAL_KINDS  # "task:haystack" drawn uniformly per retrieval document
 
 
 def answer(sample: nih.Sample) -> str:
     return f"{sample.answer_prefix.strip()} {', '.join(sample.gold)}."
 
 
-def retrieval_conversation(rng: random.Random, max_needles: int, questions: int) -> list[dict]:
+def retrieval_conversation(rng: random.Random, max_needles: int, questions: int,
+                           kinds: tuple[str, ...] = RETRIEVAL_KINDS) -> list[dict]:
+    return retrieval_document(rng, max_needles, questions, kinds)["messages"]
+
+
+def retrieval_document(rng: random.Random, max_needles: int, questions: int,
+                       kinds: tuple[str, ...] = RETRIEVAL_KINDS) -> dict:
     """A RULER prompt over a context of needles, answered, then up to questions-1 follow-up
-    questions about other facts stated in the same context."""
-    task, kind = rng.choice((("mk2", "needles"), ("mk2", "needles"), ("mk2", "needles"), ("mk2", "essay"),
-                             ("mv", "essay"), ("mk3", "needles")))
+    questions about other facts stated in the same context; "values" lists every value answered
+    (the base model learns retrieval answers from their value on, see base_model.tokenize_document)."""
+    task, kind = rng.choice(kinds).split(":")
     units = rng.randint(1, max_needles if task != "mk3" else max(1, max_needles // 3))
     sample = nih.random_sample(task, units, rng, haystack_kind=kind)
     messages = [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": answer(sample)}]
+    values = list(sample.gold)
     facts = [f for f in FACT.findall(sample.prompt) if f[1] != sample.query]
     for plural, key, value in rng.sample(facts, min(questions - 1, len(facts))):
         kind = plural[:-1]
         messages += [{"role": "user", "content": FOLLOW_UP.format(kind=kind, key=key)},
                      {"role": "assistant", "content": FOLLOW_UP_ANSWER.format(kind=kind, key=key, value=value)}]
-    return messages
+        values.append(value)
+    return {"messages": messages, "values": values}
 
 
 def recall_drill(rng: random.Random, max_needles: int) -> str:
@@ -115,7 +127,7 @@ def pretraining_documents(n: int, seed: int, mix: CorpusMix = CorpusMix()) -> li
     for _ in range(n):
         r = rng.random()
         if r < mix.retrieval:
-            docs.append({"messages": retrieval_conversation(rng, mix.max_needles, mix.questions)})
+            docs.append(retrieval_document(rng, mix.max_needles, mix.questions, mix.retrieval_kinds))
         elif r < mix.retrieval + mix.recall:
             docs.append(recall_drill(rng, mix.max_needles))
         elif r < mix.retrieval + mix.recall + mix.icl:

@@ -35,10 +35,10 @@ class DemoPlan:
     tasks: tuple[str, ...] = ALL_TASKS
     train_examples: int = 1200
     heldout_examples: int = 64
-    instruction_units: int = 24        # haystack units per generated retrieval instruction (~500 tokens)
+    instruction_units: int = 18        # haystack units per generated retrieval instruction (up to ~450 tokens)
     train_max_length: int = 512
     training: dict = field(default_factory=lambda: dict(
-        max_steps=60, per_device_train_batch_size=8, learning_rate=1e-3, lr_scheduler_type="linear",
+        max_steps=120, per_device_train_batch_size=8, learning_rate=1e-3, lr_scheduler_type="linear",
         warmup_steps=0.05, logging_steps=5, save_steps=20, save_total_limit=1, seed=0))
     # the paper's ranks (64 / 32, for hidden 2048) capped for a small base: see rank_overrides
     cap_ranks: bool = True
