@@ -193,3 +193,27 @@ def test_bad_inputs_are_one_line_errors(adapters, tmp_path, capsys, tiny_model_f
         last = capsys.readouterr().err.strip().splitlines()[-1]  # loading messages may come before it
         assert last.startswith(f"difflora {argv[0]}: error: ") and message in last, (argv, last)
         assert not (out / "nih_summary.json").exists(), "nothing is written before a bad input is refused"
+
+
+def test_report_pairs_models_sample_by_sample(tmp_path, capsys):
+    """--pair SELECTED=UNIFORM: the difference on the samples both were scored on, with an interval;
+    the pair's order is the sign; an unknown label or a malformed pair is a one-line error."""
+    from difflora.cli.main import main
+
+    est = {"mean": 0.5, "ci_low": 0.25, "ci_high": 0.75, "n": 4}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "nih_summary.json").write_text(json.dumps({m: {"mk2": {"256": est}} for m in ("sel", "uni")}))
+    rows = [{"model": m, "task": "mk2", "length": 256, "index": i, "score": float(m == "sel" or i < 2)}
+            for m in ("sel", "uni") for i in range(8)]
+    rows.append({"model": "sel", "task": "mk2", "length": 256, "index": 99, "score": 1.0})  # unpaired: ignored
+    (run / "nih_samples.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    assert main(["report", str(run), "--out", str(tmp_path / "rep"), "--pair", "sel=uni"]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Paired comparisons" in text
+    row = next(line for line in text.splitlines() if line.startswith("| sel - uni |"))
+    assert "| nih | 8 | +0.750 [" in row  # 6 of 8 paired samples differ by +1
+    assert main(["report", str(run), "--pair", "sel=nobody"]) == 1
+    assert "--pair names model 'nobody'" in capsys.readouterr().err
+    assert main(["report", str(run), "--pair", "sel"]) == 1
+    assert "--pair expects MODEL=REFERENCE" in capsys.readouterr().err

@@ -88,6 +88,9 @@ def register(subparsers) -> None:
     rep.add_argument("runs", nargs="+", help="folders written by difflora eval/analyze (--out)")
     rep.add_argument("--out", default=None, help="report folder (default: the first run folder)")
     rep.add_argument("--title", default="difflora evaluation report")
+    rep.add_argument("--pair", action="append", default=[], metavar="MODEL=REFERENCE",
+                     help="compare two models sample by sample (paired bootstrap), e.g. a DiffoRA-selected adapter "
+                          "against the uniform one: --pair diffora-lora=lora-8 (repeatable)")
     rep.set_defaults(func=_report)
 
 
@@ -201,9 +204,16 @@ def _attention(args) -> int:
 
 
 def _report(args) -> int:
+    from ..errors import UserError
     from ..evaluation.report import write_report
 
-    md, page = write_report(args.runs, args.out, args.title)
+    pairs = []
+    for item in args.pair:
+        model, sep, reference = item.partition("=")
+        if not sep or not model or not reference:
+            raise UserError(f"--pair expects MODEL=REFERENCE (two model labels), got '{item}'")
+        pairs.append((model, reference))
+    md, page = write_report(args.runs, args.out, args.title, pairs=pairs)
     print(f"wrote {md} and {page}")
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..evaluation.stats import Estimate, bootstrap
+from ..evaluation.stats import Estimate, paired_difference
 
 DIFFLORA = ("difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn")
 NEAR = 0.15  # "near the base model": the whole interval of the difference within +-NEAR
@@ -33,12 +33,6 @@ class Finding:
             return self.verdicts[0]
         counts = ", ".join(f"{self.verdicts.count(k)} {k}" for k in ("agrees", "disagrees", "cannot tell") if k in kinds)
         return f"mixed ({counts})"
-
-
-def paired_difference(a: dict[str, float], b: dict[str, float]) -> Estimate | None:
-    """Mean of a - b over the samples both were scored on, with a bootstrap interval."""
-    keys = sorted(set(a) & set(b))
-    return bootstrap([a[k] - b[k] for k in keys]) if keys else None
 
 
 def direction(diff: Estimate) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import UserError
+from .stats import paired_difference
 
 # What the paper reports (Llama-3.2-1B-Instruct, spec section 6): shapes to compare, not targets.
 PAPER_FINDINGS = {
@@ -324,13 +325,64 @@ def _read(path: str):
         raise UserError(f"'{path}' is not valid JSON ({exc.msg}): rerun the evaluation that wrote it") from None
 
 
+# per-sample files that pair up two models (the same sample has the same key for every model)
+SAMPLE_KEYS = {"nih": ("nih_samples.jsonl", ("task", "length", "index")),
+               "icl": ("icl_samples.jsonl", ("shots", "index"))}
+
+
+def sample_scores(run_dirs: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """{task: {model label: {sample key: score}}} from the runs' per-sample files; a label that an
+    earlier run already has is renamed "label (run)", as in gather()."""
+    scores: dict = {task: {} for task in SAMPLE_KEYS}
+    for run_dir in run_dirs:
+        name = os.path.basename(os.path.normpath(run_dir))
+        for task, (filename, fields) in SAMPLE_KEYS.items():
+            path = os.path.join(run_dir, filename)
+            if not os.path.isfile(path):
+                continue
+            here: dict = {}
+            with open(path) as f:
+                for line in f:
+                    row = json.loads(line)
+                    key = "/".join(str(row[k]) for k in fields)
+                    here.setdefault(row["model"], {})[key] = float(row["score"])
+            for label, per_sample in here.items():
+                scores[task][label if label not in scores[task] else f"{label} ({name})"] = per_sample
+    return scores
+
+
+def add_pairs(report: Report, run_dirs: list[str], pairs: list[tuple[str, str]]) -> None:
+    """Paired comparisons the user names (e.g. a DiffoRA-selected adapter against the uniform one
+    it was selected from): the difference of their scores on the same samples, with an interval."""
+    scores = sample_scores(run_dirs)
+    known = sorted({label for per_task in scores.values() for label in per_task})
+    rows = []
+    for selected, reference in pairs:
+        for label in (selected, reference):
+            if label not in known:
+                raise UserError(f"--pair names model '{label}', which has no per-sample results in these runs; "
+                                f"known: {', '.join(known) or 'none'}")
+        for task, per_task in scores.items():
+            d = paired_difference(per_task.get(selected, {}), per_task.get(reference, {}))
+            if d:
+                rows.append([f"{selected} - {reference}", task, str(d.n), f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"])
+    report.heading("Paired comparisons")
+    report.text("Each row is the mean difference of two models' scores over the samples both were scored on (the same "
+                "haystacks and test texts), with a 95% paired-bootstrap interval: an interval above zero means the first "
+                "model is better. DiffoRA (seed 003) claims a DAM-selected adapter beats the uniform one at the same "
+                "number of trainable parameters: pair them as --pair SELECTED=UNIFORM.")
+    report.table(["pair", "task", "samples", "difference, 95% interval"], rows)
+
+
 def write_report(sources, out_dir: str | None = None, title: str = "difflora evaluation report",
-                 extra_sections: list[Section | Callable[[Report], None]] | None = None) -> tuple[str, str]:
+                 extra_sections: list[Section | Callable[[Report], None]] | None = None,
+                 pairs: list[tuple[str, str]] | None = None) -> tuple[str, str]:
     """report.md + report.html in out_dir from run folders and/or result dicts (see gather).
 
     sources: a run folder, a results dict, or a list of them; out_dir defaults to the first run
     folder. Plots are redrawn from the merged results (out_dir/figures). extra_sections: Section
-    objects or callables f(report) appended at the end. Returns (markdown path, html path)."""
+    objects or callables f(report) appended at the end. pairs: (model, reference) labels compared
+    sample by sample (add_pairs). Returns (markdown path, html path)."""
     from ..analysis.attention_mass import plot_attention_layers, plot_attention_mass
     from .degeneration import plot_degeneration
     from .lm_eval_results import plot_lm_eval
@@ -366,6 +418,8 @@ def write_report(sources, out_dir: str | None = None, title: str = "difflora eva
                          plot_degeneration(results["degeneration"], os.path.join(figures, "degeneration.png")))
     if results["lm_eval"]:
         add_lm_eval(report, results["lm_eval"], plot_lm_eval(results["lm_eval"], os.path.join(figures, "lm_eval.png")))
+    if pairs:
+        add_pairs(report, [os.fspath(x) for x in sources if not isinstance(x, dict)], pairs)
     report.heading("The paper, for reference")
     for key in ("general", "rag"):
         report.text(f"Paper: {PAPER_FINDINGS[key]}")

@@ -32,3 +32,10 @@ def bootstrap(values: list[float], n_boot: int = 1000, level: float = 0.95, seed
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return Estimate(float(data.mean()), float(low), float(high), len(data))
+
+
+def paired_difference(a: dict, b: dict) -> Estimate | None:
+    """Mean of a[k] - b[k] over the samples k both models were scored on, with a bootstrap
+    interval (a paired comparison: the same haystacks and test texts for both)."""
+    keys = sorted(set(a) & set(b))
+    return bootstrap([a[k] - b[k] for k in keys]) if keys else None
