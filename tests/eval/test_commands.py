@@ -217,3 +217,14 @@ def test_report_pairs_models_sample_by_sample(tmp_path, capsys):
     assert "--pair names model 'nobody'" in capsys.readouterr().err
     assert main(["report", str(run), "--pair", "sel"]) == 1
     assert "--pair expects MODEL=REFERENCE" in capsys.readouterr().err
+
+
+def test_report_pair_names_a_bad_per_sample_row(tmp_path, capsys):
+    from difflora.cli.main import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "nih_summary.json").write_text(json.dumps({"a": {"mk2": {"256": {"mean": 1.0, "ci_low": 1, "ci_high": 1, "n": 1}}}}))
+    (run / "nih_samples.jsonl").write_text('{"model": "a", "task": "mk2", "length": 256, "index": 0, "score": 1}\n{"model": "a"\n')
+    assert main(["report", str(run), "--pair", "a=a"]) == 1
+    assert f"{run / 'nih_samples.jsonl'}:2 is not a per-sample result row" in capsys.readouterr().err

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from .corpus import CorpusMix
+from .state import fingerprint
 
 # Bump when the code that makes the base changes what it makes (the corpus generators, the packing,
 # the tokenizer training), so that every cached base made by older code is rebuilt.
@@ -53,8 +53,7 @@ class BaseRecipe:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return fingerprint(self.to_dict())
 
 
 # --quick: a model that only has to exist and load (the smoke test does not need it to retrieve)

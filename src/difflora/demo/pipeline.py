@@ -22,7 +22,7 @@ from ..evaluation.results import write_json
 from ..models import ModelSpec, load_model
 from .base_model import ensure_base, is_built
 from .plan import DIFFORA_MODELS, DemoPlan, check_plan, lora_params, selection_for
-from .state import DemoState, StopAfterStage
+from .state import DemoState, StopAfterStage, fingerprint
 
 console = Console(stderr=True)
 
@@ -187,10 +187,7 @@ class Demo:
 
     @staticmethod
     def _hash(*parts) -> str:
-        import hashlib
-        import json
-
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return fingerprint(parts)
 
 
 def run_demo(plan: DemoPlan, out_dir: str = "runs/demo", rebuild_base: bool = False, command: str | None = None) -> str:

@@ -9,12 +9,11 @@ real comparison on a GPU machine with no code change.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 
 from ..errors import UserError
 from .base_model import QUICK_RECIPE, BaseRecipe
+from .state import fingerprint
 
 ALL_MODELS = ("lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "shared-diff",
               "diffora-lora", "diffora-difflora")
@@ -58,7 +57,7 @@ class DemoPlan:
         """A short hash of the named fields (all fields when none): what a stage's results depend on."""
         values = dataclasses.asdict(self)
         chosen = {n: values[n] for n in (names or values)}
-        return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return fingerprint(chosen)
 
     @property
     def embedded_base(self) -> bool:

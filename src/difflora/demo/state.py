@@ -7,9 +7,16 @@ file is replaced atomically, so an interruption never leaves it half-written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
+
+
+def fingerprint(value) -> str:
+    """A short, stable hash of a JSON-able value (dict keys sorted): what names a cached base model
+    and tells whether a stage's inputs changed."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 class StopAfterStage(Exception):

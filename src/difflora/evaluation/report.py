@@ -342,10 +342,14 @@ def sample_scores(run_dirs: list[str]) -> dict[str, dict[str, dict[str, float]]]
                 continue
             here: dict = {}
             with open(path) as f:
-                for line in f:
-                    row = json.loads(line)
-                    key = "/".join(str(row[k]) for k in fields)
-                    here.setdefault(row["model"], {})[key] = float(row["score"])
+                for number, line in enumerate(f, 1):
+                    try:
+                        row = json.loads(line)
+                        key = "/".join(str(row[k]) for k in fields)
+                        here.setdefault(row["model"], {})[key] = float(row["score"])
+                    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                        raise UserError(f"{path}:{number} is not a per-sample result row ({exc.__class__.__name__}: "
+                                        f"{exc}): rerun the evaluation that wrote it") from None
             for label, per_sample in here.items():
                 scores[task][label if label not in scores[task] else f"{label} ({name})"] = per_sample
     return scores
