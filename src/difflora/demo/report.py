@@ -274,15 +274,20 @@ def plot_losses(base_path: str, adapters: dict[str, str], path: str) -> str:
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
     ax = axes[0][-1]
+    plotted = 0
     for name, folder in adapters.items():
         points = [(h["step"], h["loss"]) for h in _history(folder) if "loss" in h]
         if points:
             ax.plot(*zip(*points), label=name, marker=".")
+            plotted += 1
     ax.set_title("fine-tuning (assistant tokens)", fontsize=10)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if plotted:
+        ax.legend(fontsize=7)
+    else:  # a run shorter than the logging interval logs no loss; say so rather than draw empty axes
+        ax.text(0.5, 0.5, "no fine-tuning loss was logged", ha="center", va="center", transform=ax.transAxes)
     return _save(fig, path)
 
 

@@ -1,0 +1,126 @@
+"""How fast does a small Llama learn needle retrieval? A probe for the demo's base-model recipe.
+
+Pretrains a small Llama from scratch on the demo's generated retrieval conversations (one needle
+count per stage, so a curriculum can be tried), in a plain loop, and every --every steps prints the
+running loss on the learned tokens and greedy MK-2 accuracy at --length tokens, scored by the
+evaluation suite's own run_nih. Used to look for a base recipe that meets issue 5's bar (MK-2 at
+the shortest context >= 0.5) within the demo's CPU budget; docs/demo-base-model.md records the runs.
+
+    python benchmarks/base_retrieval_probe.py --steps 600                     # 4 needles, 1 thread
+    python benchmarks/base_retrieval_probe.py --stages 1:100 3:150 6:350 --lr 2e-3
+    python benchmarks/base_retrieval_probe.py --stages 3:150:drill 6:250 --heads 4
+
+A stage is NEEDLES:STEPS[:drill]; "drill" stages train on recall drills (needles stated, then
+restated, every token learned) instead of retrieval conversations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import random
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from difflora.demo.base_model import BaseRecipe, _tokenizer, pack_whole, tokenize_document  # noqa: E402
+from difflora.demo.corpus import CorpusMix, pretraining_documents  # noqa: E402
+from difflora.evaluation.run_nih import run_nih  # noqa: E402
+from difflora.train.chat_data import ChatCollator  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--stages", nargs="*", default=["4:600"], help="NEEDLES:STEPS[:drill] ...")
+    p.add_argument("--kinds", default="mk2:needles", help="retrieval kinds, comma-separated (corpus.py)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq", type=int, default=384, help="packing block length (0: one document per row)")
+    p.add_argument("--docs-per-step", type=float, default=13.0, help="documents generated per training step")
+    p.add_argument("--length", type=int, default=256, help="MK-2 context length probed")
+    p.add_argument("--samples", type=int, default=40)
+    p.add_argument("--every", type=int, default=100)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tokenizer-dir", default=os.path.join("runs", "probe-tokenizer"))
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args()
+
+
+def stage_data(stages: list[str], args, tokenizer) -> list[tuple[int, list[dict]]]:
+    """(steps, training rows) per stage: packed blocks, or single documents with --seq 0."""
+    mix = CorpusMix(retrieval=1.0, icl=0.0, short_answer=0.0, retrieval_kinds=tuple(args.kinds.split(",")))
+    out = []
+    for i, stage in enumerate(stages):
+        needles, steps, *kind = stage.split(":")
+        m = dataclasses.replace(mix, max_needles=int(needles))
+        if kind == ["drill"]:
+            m = dataclasses.replace(m, retrieval=0.0, recall=1.0)
+        docs = pretraining_documents(max(200, int(args.docs_per_step * int(steps))), args.seed + 1 + i, m)
+        rows = [tokenize_document(d, tokenizer, args.seq or 4096, "values") for d in docs]
+        out.append((int(steps), pack_whole(rows, args.seq) if args.seq else rows))
+    return out
+
+
+def new_model(args, tokenizer) -> LlamaForCausalLM:
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=args.hidden, num_hidden_layers=args.layers,
+                         num_attention_heads=args.heads, num_key_value_heads=args.heads,
+                         intermediate_size=3 * args.hidden, max_position_embeddings=4096,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    return LlamaForCausalLM(config)
+
+
+def mk2_accuracy(model, tokenizer, args) -> float:
+    model.eval()
+    with torch.no_grad():
+        result = run_nih({"m": (model, tokenizer)}, ("mk2",), (args.length,), args.samples, seed=0,
+                         batch_size=8, max_new_tokens=16, show_progress=False)
+    model.train()
+    return result["m"]["mk2"][args.length]["mean"]
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    tokenizer = _tokenizer(BaseRecipe(), args.tokenizer_dir)  # the demo's own tokenizer recipe
+    stages = stage_data(args.stages, args, tokenizer)
+    total = sum(steps for steps, _ in stages)
+    model = new_model(args, tokenizer)
+    collate = ChatCollator(tokenizer.pad_token_id)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, total // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    rng = random.Random(args.seed)
+    print(f"{args.layers} layers x hidden {args.hidden} x {args.heads} heads, stages {args.stages}, lr {args.lr}, "
+          f"{total} steps of {args.batch} rows", flush=True)
+    started, losses, step = time.time(), [], 0
+    for steps, rows in stages:
+        for _ in range(steps):
+            step += 1
+            batch = collate([rows[rng.randrange(len(rows))] for _ in range(args.batch)])
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            if step % args.every == 0 or step == total:
+                recent = losses[-args.every:]
+                print(f"step {step:5d}  {time.time() - started:6.0f} s  loss {sum(recent) / len(recent):.3f}  "
+                      f"MK-2@{args.length} {mk2_accuracy(model, tokenizer, args):.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
