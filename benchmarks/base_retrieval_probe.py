@@ -6,7 +6,7 @@ running loss on the learned tokens and greedy MK-2 accuracy at --length tokens, 
 evaluation suite's own run_nih. Used to look for a base recipe that meets issue 5's bar (MK-2 at
 the shortest context >= 0.5) within the demo's CPU budget; docs/demo-base-model.md records the runs.
 
-    python benchmarks/base_retrieval_probe.py --steps 600                     # 4 needles, 1 thread
+    python benchmarks/base_retrieval_probe.py --stages 4:600                  # 4 needles, 1 thread
     python benchmarks/base_retrieval_probe.py --stages 1:100 3:150 6:350 --lr 2e-3
     python benchmarks/base_retrieval_probe.py --stages 3:150:drill 6:250 --heads 4
 
@@ -27,17 +27,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import LlamaForCausalLM  # noqa: E402
 
-from difflora.demo.base_model import BaseRecipe, _tokenizer, pack_whole, tokenize_document  # noqa: E402
+from difflora.demo.base_model import BaseRecipe, base_config, pack_whole, recipe_tokenizer, tokenize_document  # noqa: E402
 from difflora.demo.corpus import CorpusMix, pretraining_documents  # noqa: E402
 from difflora.evaluation.run_nih import run_nih  # noqa: E402
 from difflora.train.chat_data import ChatCollator  # noqa: E402
 
 
+def stage(text: str) -> tuple[int, int, bool]:
+    """NEEDLES:STEPS[:drill] -> (needles, steps, drill)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(p.isdigit() and int(p) > 0 for p in parts[:2]) or parts[2:] not in ([], ["drill"]):
+        raise argparse.ArgumentTypeError(f"stage '{text}' is not NEEDLES:STEPS or NEEDLES:STEPS:drill (e.g. 4:600)")
+    return int(parts[0]), int(parts[1]), parts[2:] == ["drill"]
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--stages", nargs="*", default=["4:600"], help="NEEDLES:STEPS[:drill] ...")
+    p.add_argument("--stages", nargs="+", type=stage, default=[stage("4:600")], help="NEEDLES:STEPS[:drill] ...")
     p.add_argument("--kinds", default="mk2:needles", help="retrieval kinds, comma-separated (corpus.py)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--layers", type=int, default=2)
@@ -55,28 +63,24 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def stage_data(stages: list[str], args, tokenizer) -> list[tuple[int, list[dict]]]:
+def stage_data(stages: list[tuple[int, int, bool]], args, tokenizer) -> list[tuple[int, list[dict]]]:
     """(steps, training rows) per stage: packed blocks, or single documents with --seq 0."""
     mix = CorpusMix(retrieval=1.0, icl=0.0, short_answer=0.0, retrieval_kinds=tuple(args.kinds.split(",")))
     out = []
-    for i, stage in enumerate(stages):
-        needles, steps, *kind = stage.split(":")
-        m = dataclasses.replace(mix, max_needles=int(needles))
-        if kind == ["drill"]:
+    for i, (needles, steps, drill) in enumerate(stages):
+        m = dataclasses.replace(mix, max_needles=needles)
+        if drill:
             m = dataclasses.replace(m, retrieval=0.0, recall=1.0)
-        docs = pretraining_documents(max(200, int(args.docs_per_step * int(steps))), args.seed + 1 + i, m)
+        docs = pretraining_documents(max(200, int(args.docs_per_step * steps)), args.seed + 1 + i, m)
         rows = [tokenize_document(d, tokenizer, args.seq or 4096, "values") for d in docs]
-        out.append((int(steps), pack_whole(rows, args.seq) if args.seq else rows))
+        out.append((steps, pack_whole(rows, args.seq) if args.seq else rows))
     return out
 
 
-def new_model(args, tokenizer) -> LlamaForCausalLM:
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=args.hidden, num_hidden_layers=args.layers,
-                         num_attention_heads=args.heads, num_key_value_heads=args.heads,
-                         intermediate_size=3 * args.hidden, max_position_embeddings=4096,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
-    return LlamaForCausalLM(config)
+def probe_recipe(args) -> BaseRecipe:
+    """The demo's recipe with the probed model shape (its tokenizer settings are kept)."""
+    return dataclasses.replace(BaseRecipe(), hidden_size=args.hidden, layers=args.layers, heads=args.heads,
+                               kv_heads=args.heads, intermediate_size=3 * args.hidden)
 
 
 def mk2_accuracy(model, tokenizer, args) -> float:
@@ -92,17 +96,19 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    tokenizer = _tokenizer(BaseRecipe(), args.tokenizer_dir)  # the demo's own tokenizer recipe
+    recipe = probe_recipe(args)
+    tokenizer = recipe_tokenizer(recipe, args.tokenizer_dir)
     stages = stage_data(args.stages, args, tokenizer)
     total = sum(steps for steps, _ in stages)
-    model = new_model(args, tokenizer)
+    model = LlamaForCausalLM(base_config(recipe, tokenizer))
     collate = ChatCollator(tokenizer.pad_token_id)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, total // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     rng = random.Random(args.seed)
-    print(f"{args.layers} layers x hidden {args.hidden} x {args.heads} heads, stages {args.stages}, lr {args.lr}, "
+    shown = " ".join(f"{n}:{k}" + (":drill" if d else "") for n, k, d in args.stages)
+    print(f"{args.layers} layers x hidden {args.hidden} x {args.heads} heads, stages {shown}, lr {args.lr}, "
           f"{total} steps of {args.batch} rows", flush=True)
     started, losses, step = time.time(), [], 0
     for steps, rows in stages:

@@ -97,22 +97,17 @@ def ensure_base(recipe: BaseRecipe, rebuild: bool = False, log=print) -> tuple[s
 
 def build_base(recipe: BaseRecipe, work_dir: str, log=print, callbacks: list | None = None) -> str:
     """Pretrain the base model of `recipe` into work_dir/model (checkpoints in work_dir/trainer)."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments, set_seed
+    from transformers import LlamaForCausalLM, Trainer, TrainingArguments, set_seed
 
     from ..train.chat_data import ChatCollator
 
     os.makedirs(work_dir, exist_ok=True)
     set_seed(recipe.seed)
-    tokenizer = _tokenizer(recipe, work_dir)
+    tokenizer = recipe_tokenizer(recipe, work_dir)
     data = pretraining_dataset(recipe, tokenizer)
     log(f"pretraining the default base model: {recipe.layers} layers, hidden {recipe.hidden_size}, "
         f"{recipe.steps} steps of {recipe.batch_size} x {recipe.seq_len} tokens ({len(data)} packed blocks)")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=recipe.hidden_size, num_hidden_layers=recipe.layers,
-                         num_attention_heads=recipe.heads, num_key_value_heads=recipe.kv_heads,
-                         intermediate_size=recipe.intermediate_size, max_position_embeddings=4096,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(base_config(recipe, tokenizer))
     trainer_dir = os.path.join(work_dir, "trainer")
     args = TrainingArguments(
         output_dir=trainer_dir, max_steps=recipe.steps, per_device_train_batch_size=recipe.batch_size,
@@ -131,7 +126,18 @@ def build_base(recipe: BaseRecipe, work_dir: str, log=print, callbacks: list | N
     return out
 
 
-def _tokenizer(recipe: BaseRecipe, work_dir: str):
+def base_config(recipe: BaseRecipe, tokenizer):
+    """The Llama config of the recipe's model (untrained), sized to its tokenizer."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=recipe.hidden_size, num_hidden_layers=recipe.layers,
+                       num_attention_heads=recipe.heads, num_key_value_heads=recipe.kv_heads,
+                       intermediate_size=recipe.intermediate_size, max_position_embeddings=4096,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+
+
+def recipe_tokenizer(recipe: BaseRecipe, work_dir: str):
     """The recipe's tokenizer, trained once per build (kept in work_dir so a resumed build reuses it)."""
     from transformers import AutoTokenizer
 
