@@ -24,10 +24,13 @@ Attention (per call; fused SDPA, causal, so only the T(T+1)/2 query-key pairs on
             dQ = dS K, dK = dS^T Q (5 matmuls against 2 in forward). It runs whenever any of
             q, k, v requires grad (the kernel computes all three gradients).
   DiffLoRA calls it twice (positive and negative term); that second call is its main extra cost.
+  With shared keys (K2 = K1) it is one call over 2H query heads: the same FLOPs as two calls, but
+  the backward of the positive half always runs (one kernel computes every head's gradient).
 Elementwise work (estimates; together they move the bound by about 1%):
   per element, forward / backward: RMSNorm 4/8, rotary 3/3 (on Q, K and on Q2, K2), residual add
   1/0, SiLU(gate) * up 5/8, the DiffLoRA combination O1 - lambda O2 2/2, GroupNorm 4/8, softmax
-  inside attention 4/5 per computed score, cross-entropy 4/2 per logit.
+  inside attention 4/5 per computed score, cross-entropy 4/2 per logit, the per-token lambda's
+  sigmoid 4/3 per (token, head) after its d -> H Linear (a trained matmul, counted as one).
 Optimizer: AdamW, ADAM_FLOPS_PER_PARAM (12) per trainable parameter.
 
 Not counted: the embedding lookup, dropout (0 in every config), kernel-launch and Python overhead.
@@ -53,6 +56,7 @@ ELEMENTWISE = {
     "group_norm": (4, 8),
     "softmax": (4, 5),
     "cross_entropy": (4, 2),
+    "sigmoid": (4, 3),
 }
 
 
@@ -99,6 +103,8 @@ class Method:
     positive_r: int = 0
     group_norm: bool = False
     learned_lambda: bool = False
+    shared_keys: bool = False  # K2 = K1: no K2 adapter, no rotary on K2, one attention call
+    token_lambda: bool = False  # lambda[t, h] = sigmoid(w_h . x_t + b_h)
 
 
 def method(name: str) -> Method:
@@ -115,7 +121,9 @@ def method(name: str) -> Method:
     # The shared negative base reuses W_Q x / W_K x already computed for the positive term: no extra matmul.
     return Method(name, "difflora", negative_r=preset["r"], positive_r=preset.get("positive_r", 0),
                   group_norm=preset.get("group_norm", False),
-                  learned_lambda=preset.get("lambda_mode") == "learned")
+                  learned_lambda=preset.get("lambda_mode") == "learned",
+                  shared_keys=preset.get("negative_keys") == "shared",
+                  token_lambda=preset.get("lambda_mode") == "token")
 
 
 class Tally:
@@ -196,12 +204,18 @@ def step_flops(shape: ModelShape, config: Method | str, tokens: int, *, elementw
         qk_grad = qkv_grad["q_proj"] or qkv_grad["k_proj"]
         attn_grad = qk_grad or qkv_grad["v_proj"]
         ew("rotary", T * (shape.q_width + shape.kv_width), backward=qk_grad)
-        t.attention("attention", T, shape, backward=attn_grad, softmax=elementwise)
+        one_call = diff and m.shared_keys  # the positive heads share the negative heads' kernel (and its backward)
+        t.attention("attention", T, shape, backward=attn_grad or one_call, softmax=elementwise)
         if diff:
             t.low_rank(T, d, shape.q_width, m.negative_r, input_grad=x_grad)
-            t.low_rank(T, d, shape.kv_width, m.negative_r, input_grad=x_grad)
+            if not m.shared_keys:
+                t.low_rank(T, d, shape.kv_width, m.negative_r, input_grad=x_grad)
             t.params += 4 * shape.head_dim if m.learned_lambda else 0
-            ew("rotary", T * (shape.q_width + shape.kv_width), backward=True)
+            if m.token_lambda:
+                t.linear("adapters", T, d, shape.heads, input_grad=x_grad, trained=True)
+                t.params += shape.heads  # the bias b_h
+                ew("sigmoid", T * shape.heads, backward=True)
+            ew("rotary", T * (shape.q_width + (0 if m.shared_keys else shape.kv_width)), backward=True)
             t.attention("attention-2", T, shape, backward=True, softmax=elementwise)
             ew("combine", T * shape.q_width, backward=True)
             if m.group_norm:

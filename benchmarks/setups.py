@@ -18,7 +18,8 @@ from peft import LoraConfig, get_peft_model
 import difflora  # registers DIFFLORA with PEFT; imported here so forked memory workers need not import it again
 import difflora.models
 
-CONFIGS = ("base", "lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "shared-diff")
+CONFIGS = ("base", "lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "shared-diff",
+           "difflora-shared-kv")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 

@@ -2,35 +2,68 @@
 
 A new transformers release should only ever touch this file. The attention body of the Llama
 family (q/k/v projections, optional per-head q/k norm, rotary, cache update, pluggable backend,
-o_proj) has been stable from 5.5 to 5.23; what differs between families is listed in FAMILIES.
+o_proj) is the same from 5.5 to 5.24 except for one rename: 5.24 passes the cache to the attention
+module as `cache=` (formerly `past_key_values=`) and calls `cache.update(k, v, layer_idx, kwargs=...)`.
+What differs between families is listed in FAMILIES. `check_attention_module` refuses, at wrap time,
+any attention class whose interface is not one of the layouts below, so a future rename is a clear
+error instead of a silently wrong output.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
+import logging
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import transformers
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+# bitsandbytes (imported by peft when installed; difflora imports this module before peft) logs, on every
+# CPU without the optional `kernels` package, that its fused 4-bit CPU kernel is missing, then uses its plain
+# one. Users cannot act on it, and it would be a second line under every one-line error.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+# The transformers releases CI runs (the floor and the newest); pyproject.toml claims this range.
+TESTED_TRANSFORMERS = ("5.5.0", "5.24.0")
+
 
 @dataclass(frozen=True)
 class Family:
-    """How one model family's attention module is laid out."""
+    """How one model family's attention module is laid out (read off its transformers source)."""
 
     module: str  # transformers.models.<module>.modeling_<module>
     attention_class: str
-    has_qk_norm: bool = False
+    qk_norm: str = "none"  # "head": per-head norm after the head split (Qwen3, Gemma 3); "projection":
+    #                        norm over the whole q/k projection before it (OLMo 2)
+    fused_qkv: bool = False  # one qkv_proj whose output is [q | k | v] (Phi-3)
+    sliding_window: str = "none"  # where the family reads the window it hands its backend: "config"
+    #                               (config.sliding_window), "attribute" (attn.sliding_window), "none"
+    softcap: bool = False  # the backend gets softcap=attn.attn_logit_softcapping (Gemma 2)
+
+    @property
+    def has_qk_norm(self) -> bool:
+        return self.qk_norm != "none"
 
 
 FAMILIES: dict[str, Family] = {
     "llama": Family("llama", "LlamaAttention"),
-    "mistral": Family("mistral", "MistralAttention"),
-    "qwen2": Family("qwen2", "Qwen2Attention"),
-    "qwen3": Family("qwen3", "Qwen3Attention", has_qk_norm=True),
+    "mistral": Family("mistral", "MistralAttention", sliding_window="config"),
+    "qwen2": Family("qwen2", "Qwen2Attention", sliding_window="attribute"),
+    "qwen3": Family("qwen3", "Qwen3Attention", qk_norm="head", sliding_window="attribute"),
+    "gemma2": Family("gemma2", "Gemma2Attention", sliding_window="attribute", softcap=True),
+    "gemma3_text": Family("gemma3", "Gemma3Attention", qk_norm="head", sliding_window="attribute"),
+    "phi3": Family("phi3", "Phi3Attention", fused_qkv=True, sliding_window="config"),
+    "olmo2": Family("olmo2", "Olmo2Attention", qk_norm="projection"),
+    # mixture-of-experts models whose attention is the Llama/Qwen one (only the MLP differs)
+    "mixtral": Family("mixtral", "MixtralAttention", sliding_window="config"),
+    "qwen2_moe": Family("qwen2_moe", "Qwen2MoeAttention"),
+    "qwen3_moe": Family("qwen3_moe", "Qwen3MoeAttention", qk_norm="head", sliding_window="attribute"),
 }
 
 
@@ -42,7 +75,8 @@ def family_of(model_type: str | None) -> Family:
     if model_type not in FAMILIES:
         raise UnsupportedModelError(
             f"difflora does not support model type '{model_type}': supported types are "
-            f"{', '.join(sorted(FAMILIES))} (Llama-family attention with q_proj/k_proj/v_proj/o_proj and rotary)."
+            f"{', '.join(sorted(FAMILIES))} (rotary attention whose layout difflora reproduces; see README, "
+            "'Supported families')."
         )
     return FAMILIES[model_type]
 
@@ -60,27 +94,180 @@ def rotary_function(family: Family) -> Callable:
     return _modeling_module(family).apply_rotary_pos_emb
 
 
-def qk_norms(attn: nn.Module, family: Family) -> tuple[Callable, Callable]:
-    """Per-head q/k normalisation applied before rotary (Qwen3), identity elsewhere."""
-    if family.has_qk_norm:
-        return attn.q_norm, attn.k_norm
-    return (lambda t: t), (lambda t: t)
+def projection_shapes(attn: nn.Module, family: Family) -> tuple[int, int, int]:
+    """(hidden size, query width, key/value width) of the module's projections."""
+    if family.fused_qkv:
+        q_out = attn.config.num_attention_heads * attn.head_dim
+        kv_out = (attn.qkv_proj.out_features - q_out) // 2
+        return attn.qkv_proj.in_features, q_out, kv_out
+    return attn.q_proj.in_features, attn.q_proj.out_features, attn.k_proj.out_features
 
 
-def sliding_window_kwargs(attn: nn.Module, family: Family) -> dict:
-    """The extra keyword the family passes to its attention backend for sliding windows."""
-    if family.module == "mistral":
-        return {"sliding_window": getattr(attn.config, "sliding_window", None)}
-    if hasattr(attn, "sliding_window"):
-        return {"sliding_window": attn.sliding_window}
-    return {}
+def project_qkv(attn: nn.Module, family: Family, hidden_states):
+    """The pretrained projections W_Q x, W_K x, W_V x, each flat (batch, seq, width)."""
+    if family.fused_qkv:
+        _, q_out, kv_out = projection_shapes(attn, family)
+        return attn.qkv_proj(hidden_states).split([q_out, kv_out, kv_out], dim=-1)
+    return attn.q_proj(hidden_states), attn.k_proj(hidden_states), attn.v_proj(hidden_states)
 
 
-def attention_backend(attn: nn.Module) -> Callable:
-    """The backend the model is configured with (sdpa, eager, flash_attention_2, flex_attention, ...)."""
-    from transformers.models.llama.modeling_llama import eager_attention_forward
+def query_key_weights(attn: nn.Module, family: Family):
+    """W_Q and W_K as (out x in) tensors that share storage with the module (views of the fused
+    weight for Phi-3), so a positive adapter can be folded in place."""
+    if family.fused_qkv:
+        _, q_out, kv_out = projection_shapes(attn, family)
+        weight = attn.qkv_proj.weight
+        return weight[:q_out], weight[q_out:q_out + kv_out]
+    return attn.q_proj.weight, attn.k_proj.weight
 
-    return ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
+
+def split_heads(attn: nn.Module, family: Family, flat, head_shape, which: str):
+    """A flat query or key projection (batch, seq, width) -> (batch, seq, heads, head_dim), with the
+    family's q/k norm where the family puts it: over the whole projection before the split (OLMo 2)
+    or per head after it (Qwen3, Gemma 3). `which` is "q" or "k"."""
+    norm = getattr(attn, f"{which}_norm") if family.has_qk_norm else None
+    if family.qk_norm == "projection":
+        flat = norm(flat)
+    heads = flat.view(head_shape)
+    return norm(heads) if family.qk_norm == "head" else heads
+
+
+def backend_kwargs(attn: nn.Module, family: Family) -> dict:
+    """The family-specific keywords its attention backend receives (sliding window, soft-capping)."""
+    kwargs = {}
+    if family.sliding_window == "config":
+        kwargs["sliding_window"] = getattr(attn.config, "sliding_window", None)
+    elif family.sliding_window == "attribute":
+        kwargs["sliding_window"] = attn.sliding_window
+    if family.softcap:
+        kwargs["softcap"] = attn.attn_logit_softcapping
+    return kwargs
+
+
+# ------------------------------------------------------------------------------------------------
+# The attention module's call interface, and the wrap-time check that it is one we know.
+
+# Names the decoder layer may use to hand the cache to its attention module (newest first).
+CACHE_KWARGS = ("cache", "past_key_values")
+# The forward signatures (after self, before **kwargs) that the DiffLoRA layer reproduces.
+KNOWN_FORWARD_SIGNATURES = {
+    ("hidden_states", "position_embeddings", "attention_mask", "past_key_values"): "past_key_values",  # 5.5-5.23
+    ("hidden_states", "position_embeddings", "attention_mask", "cache"): "cache",  # 5.24
+}
+# What DiffLoRAAttention reads from the wrapped module besides its forward.
+REQUIRED_ATTRIBUTES = ("o_proj", "head_dim", "scaling", "layer_idx", "config", "attention_dropout")
+
+
+def required_attributes(family: Family) -> tuple[str, ...]:
+    projections = ("qkv_proj",) if family.fused_qkv else ("q_proj", "k_proj", "v_proj")
+    norms = ("q_norm", "k_norm") if family.has_qk_norm else ()
+    extras = ("sliding_window",) if family.sliding_window == "attribute" else ()
+    extras += ("attn_logit_softcapping",) if family.softcap else ()
+    return projections + REQUIRED_ATTRIBUTES + norms + extras
+
+
+class UnsupportedTransformersError(ValueError):
+    """The installed transformers changed an internal that the DiffLoRA layer reproduces."""
+
+
+def _refuse(what: str) -> UnsupportedTransformersError:
+    low, high = TESTED_TRANSFORMERS
+    return UnsupportedTransformersError(
+        f"difflora cannot wrap this attention module safely: {what} with transformers {transformers.__version__} "
+        f"(difflora is tested with transformers {low} to {high}); install a tested release "
+        f"(pip install 'transformers>={low},<={high}') or upgrade difflora."
+    )
+
+
+def forward_parameters(attention_cls: type[nn.Module]) -> tuple[tuple[str, ...], bool]:
+    """The named parameters of the class's forward (after self) and whether it takes **kwargs."""
+    params = list(inspect.signature(attention_cls.forward).parameters.values())[1:]
+    named = tuple(p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def cache_kwarg_of(attention_cls: type[nn.Module]) -> str:
+    """The keyword under which this attention class receives the cache, or an error if its forward
+    is not a layout the DiffLoRA layer reproduces (a new parameter could change the output)."""
+    named, var_kwargs = forward_parameters(attention_cls)
+    if named not in KNOWN_FORWARD_SIGNATURES or not var_kwargs:
+        raise _refuse(f"{attention_cls.__name__}.forward{named} is not a known signature")
+    return KNOWN_FORWARD_SIGNATURES[named]
+
+
+def check_attention_module(attn: nn.Module, family: Family) -> str:
+    """Everything the DiffLoRA layer relies on, checked once when it wraps `attn`; returns the
+    cache keyword. Anything unknown raises UnsupportedTransformersError naming the version."""
+    cache_kwarg = cache_kwarg_of(type(attn))
+    missing = [name for name in required_attributes(family) if not hasattr(attn, name)]
+    if missing:
+        raise _refuse(f"{type(attn).__name__} has no {', '.join(missing)}")
+    module = _modeling_module(family)
+    for function in ("apply_rotary_pos_emb", "eager_attention_forward"):
+        if not callable(getattr(module, function, None)):
+            raise _refuse(f"{module.__name__} has no {function}")
+    return cache_kwarg
+
+
+def check_model_attention(model: nn.Module, family: Family) -> None:
+    """check_attention_module on every attention module of the family in `model`, before any is
+    wrapped, so a refusal leaves the model untouched."""
+    cls = attention_class(family)
+    for module in model.modules():
+        if isinstance(module, cls):
+            check_attention_module(module, family)
+
+
+def pop_cache(kwargs: dict):
+    """Take the cache out of the keywords a decoder layer passed, under whichever name it used."""
+    found = [kwargs.pop(name) for name in CACHE_KWARGS if name in kwargs]
+    found = [c for c in found if c is not None]
+    return found[0] if found else None
+
+
+def update_cache(cache, keys, values, layer_idx: int, cache_kwarg: str, kwargs: dict):
+    """cache.update as the wrapped release calls it (5.24 forwards the layer's kwargs to the cache)."""
+    if cache_kwarg == "cache":
+        return cache.update(keys, values, layer_idx, kwargs=kwargs)
+    return cache.update(keys, values, layer_idx)
+
+
+@contextlib.contextmanager
+def quiet_peft_deprecations() -> Iterator[None]:
+    """Silence the one deprecation peft 0.21 triggers inside transformers >= 5.24 (PeftModel reads
+    model.is_gradient_checkpointing): it is not the user's to act on, and would print on every load."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def attention_backend(attn: nn.Module, family: Family | None = None) -> Callable:
+    """The backend the model is configured with (sdpa, eager, flash_attention_2, flex_attention, ...);
+    "eager" is the family's own eager function (Gemma 2's applies the soft-cap)."""
+    module = _modeling_module(family) if family is not None else _modeling_module(FAMILIES["llama"])
+    return ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, module.eager_attention_forward)
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared-key differential attention (issue 13): one backend call with twice the query heads.
+
+class _PairedHeads:
+    """The attention module as a backend sees it when called with 2H query heads over the same kv
+    heads. Every backend reads the module only for attributes (config, is_causal, training,
+    layer_idx, ...); the eager and SDPA ones also repeat or pack K/V by `num_key_value_groups`,
+    which must then count 2H / kv_heads. Everything else is the wrapped module's own."""
+
+    def __init__(self, attn: nn.Module, num_key_value_groups: int):
+        self._attn = attn
+        self.num_key_value_groups = num_key_value_groups
+
+    def __getattr__(self, name: str):
+        return getattr(self._attn, name)
+
+
+def paired_heads(attn: nn.Module, query_heads: int, kv_heads: int):
+    """`attn` for a backend call with `query_heads` query heads (Q1 and Q2 stacked) over `kv_heads`."""
+    return _PairedHeads(attn, query_heads // kv_heads)
 
 
 def pretrained_model(model: nn.Module) -> PreTrainedModel:

@@ -3,3 +3,7 @@
 
 class UserError(ValueError):
     """Bad input: a missing file, a malformed row, an unknown option. The message says what to do."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a command that can be continued; the message says how (the CLI prints it)."""

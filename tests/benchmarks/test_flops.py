@@ -76,6 +76,23 @@ def test_softmax_and_rotary_elementwise_terms():
     assert diff - lora == 6 * TOKENS * 12 + 4 * TOKENS * 8 - 3 * TOKENS * 12
 
 
+def test_shared_keys_and_token_lambda():
+    shared = Method("skv", "difflora", negative_r=2, shared_keys=True, token_lambda=True)
+    c = matmul_components(HAND, shared)
+    # one call over 2H heads: the positive half's backward runs too, even in layer 0
+    assert c["attention"] == 320 + 800 and c["attention-2"] == 320 + 800
+    # Q2 low-rank 640 (no K2 adapter) + lambda Linear d -> H: forward 2*4*8*2 = 128 + weight gradient 128
+    assert c["adapters"] == 640 + 256
+    # Q2's A 16 + B 16, lambda w 16 + b 2
+    assert c["optimizer"] == ADAM_FLOPS_PER_PARAM * (32 + 16 + 2)
+    ew = step_flops(HAND, shared, TOKENS).components()["elementwise"]
+    plain = step_flops(HAND, DIFF2, TOKENS).components()["elementwise"]
+    # no rotary on K2 (6 per element of T x 4); sigmoid on T x H (4 + 3)
+    assert ew - plain == -6 * TOKENS * 4 + 7 * TOKENS * 2
+    assert method("difflora-shared-kv") == Method("difflora-shared-kv", "difflora", negative_r=64, shared_keys=True,
+                                                  token_lambda=True)
+
+
 def test_group_norm_and_learned_lambda_are_counted():
     gn = Method("gn", "difflora", negative_r=2, group_norm=True, learned_lambda=True)
     plain = step_flops(HAND, DIFF2, TOKENS)
@@ -104,7 +121,8 @@ def test_presets_map_to_their_adapters():
         method("nope")
 
 
-@pytest.mark.parametrize("config", ["base", "lora-8", "difflora-64", "difflora-32-gn", "shared-diff"])
+@pytest.mark.parametrize("config", ["base", "lora-8", "difflora-64", "difflora-32-gn", "shared-diff",
+                                    "difflora-shared-kv", "shared-diff-kv"])
 def test_trainable_parameter_count_matches_the_built_model(config):
     import torch
     from setups import build

@@ -2,6 +2,9 @@
 formula with materialised softmaxes. It reads only weights (never calls the layer's code paths):
 
     O = [softmax(Q1 K1^T s + M) - lambda softmax(Q2 K2^T s + M)] V  ->  GroupNorm / rescale  ->  W_O
+
+With shared keys K2 = K1; with a per-token lambda, lambda[t, h] = sigmoid(w_h . x_t + b_h) scales
+row t of head h's negative map.
 """
 
 from __future__ import annotations
@@ -25,6 +28,30 @@ def _lowrank(x, lowrank):
 
 def _rms(x, weight, eps):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.to(F64)
+
+
+def _qk_norm(t, norm):
+    """A family's q/k RMSNorm from its weights; Gemma's norms scale by (1 + weight)."""
+    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+    weight = norm.weight.to(F64) + (1.0 if type(norm).__name__.startswith("Gemma") else 0.0)
+    return _rms(t, weight, eps)
+
+
+def _rope_theta(cfg, layer_idx):
+    params = getattr(cfg, "rope_parameters", None)
+    if not params:
+        return cfg.rope_theta
+    if "rope_theta" not in params:  # Gemma 3: one rotary per layer type (local and global)
+        params = params[cfg.layer_types[layer_idx]]
+    return params["rope_theta"]
+
+
+def _sliding_window(cfg, base, layer_idx):
+    if cfg.model_type in ("mistral", "mixtral", "phi3"):  # these read the window from the config
+        return getattr(cfg, "sliding_window", None)
+    if getattr(cfg, "layer_types", None) and cfg.model_type.startswith("gemma"):
+        return cfg.sliding_window if cfg.layer_types[layer_idx] == "sliding_attention" else None
+    return getattr(base, "sliding_window", None)
 
 
 def _rotary(t, positions, head_dim, theta):
@@ -60,42 +87,58 @@ def reference_layer(layer, x, attention_mask=None, adapter="default"):
     d = base.head_dim
     n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
 
-    q_base, k_base, v = _linear(x, base.q_proj), _linear(x, base.k_proj), _linear(x, base.v_proj)
+    if hasattr(base, "qkv_proj"):  # Phi-3: one fused projection whose output is [q | k | v]
+        q_base, k_base, v = _linear(x, base.qkv_proj).split([n_heads * d, n_kv * d, n_kv * d], dim=-1)
+    else:
+        q_base, k_base, v = _linear(x, base.q_proj), _linear(x, base.k_proj), _linear(x, base.v_proj)
     q1, k1 = q_base, k_base
     if s.has_positive:
         q1 = q1 + _lowrank(x, layer.difflora_q1[adapter])
         k1 = k1 + _lowrank(x, layer.difflora_k1[adapter])
-    q2, k2 = _lowrank(x, layer.difflora_q2[adapter]), _lowrank(x, layer.difflora_k2[adapter])
+    q2 = _lowrank(x, layer.difflora_q2[adapter])
+    k2 = k1 if s.shared_keys else _lowrank(x, layer.difflora_k2[adapter])
     if s.negative_base == "shared":
-        q2, k2 = q_base + q2, k_base + k2
+        q2 = q_base + q2
+        k2 = k2 if s.shared_keys else k_base + k2
 
     def heads(t, n):
         return t.view(B, T, n, d)
 
+    whole_projection_norm = hasattr(base, "q_norm") and base.q_norm.weight.numel() == n_heads * d
+    if whole_projection_norm:  # OLMo 2: RMSNorm over the whole q / k projection, before the head split
+        q1, q2 = (_qk_norm(t, base.q_norm) for t in (q1, q2))
+        k1, k2 = (_qk_norm(t, base.k_norm) for t in (k1, k2))
     q1, q2 = heads(q1, n_heads), heads(q2, n_heads)
     k1, k2 = heads(k1, n_kv), heads(k2, n_kv)
-    if hasattr(base, "q_norm"):  # Qwen3: per-head RMSNorm on q and k before rotary
-        q1, q2 = (_rms(t, base.q_norm.weight, base.q_norm.variance_epsilon) for t in (q1, q2))
-        k1, k2 = (_rms(t, base.k_norm.weight, base.k_norm.variance_epsilon) for t in (k1, k2))
+    if hasattr(base, "q_norm") and not whole_projection_norm:  # Qwen3, Gemma 3: per-head norm before rotary
+        q1, q2 = (_qk_norm(t, base.q_norm) for t in (q1, q2))
+        k1, k2 = (_qk_norm(t, base.k_norm) for t in (k1, k2))
     q1, q2, k1, k2 = (t.transpose(1, 2) for t in (q1, q2, k1, k2))
     v = heads(v, n_kv).transpose(1, 2)
 
-    theta = cfg.rope_parameters["rope_theta"] if getattr(cfg, "rope_parameters", None) else cfg.rope_theta
+    theta = _rope_theta(cfg, layer.layer_idx)
     pos = torch.arange(T)
     q1, q2, k1, k2 = (_rotary(t, pos, d, theta) for t in (q1, q2, k1, k2))
     group = n_heads // n_kv
     k1, k2, v = (t.repeat_interleave(group, dim=1) for t in (k1, k2, v))
 
-    window = getattr(cfg, "sliding_window", None) if cfg.model_type == "mistral" else getattr(base, "sliding_window", None)
-    allowed = _mask(attention_mask, T, window)
-    scale = 1.0 / math.sqrt(d)
+    allowed = _mask(attention_mask, T, _sliding_window(cfg, base, layer.layer_idx))
+    # Gemma scales by query_pre_attn_scalar^-1/2 instead of head_dim^-1/2, and Gemma 2 soft-caps the logits
+    scale = getattr(cfg, "query_pre_attn_scalar", None) or d
+    scale = 1.0 / math.sqrt(scale)
+    cap = getattr(cfg, "attn_logit_softcapping", None)
 
     def softmax_map(q, k):
         scores = (q @ k.transpose(-1, -2)) * scale
+        if cap is not None:
+            scores = torch.tanh(scores / cap) * cap
         scores = scores.masked_fill(~allowed, float("-inf"))
         return torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked (padding) query rows -> 0
 
-    lam = float(layer.current_lambda(adapter).detach())
+    if s.lambda_mode == "token":  # B x T x H -> B x H x T x 1: one weight per query row of each head
+        lam = torch.sigmoid(_linear(x, layer.difflora_lambda[adapter].proj)).transpose(1, 2)[..., None]
+    else:
+        lam = float(layer.current_lambda(adapter).detach())
     out = (softmax_map(q1, k1) - lam * softmax_map(q2, k2)) @ v  # B x H x T x d
     out = out.transpose(1, 2)
     if s.group_norm:

@@ -28,10 +28,11 @@ def square_maps(shapes, T):
 
 
 @pytest.mark.parametrize("backend,expect_maps", [("sdpa", False), ("eager", True)])
-def test_no_quadratic_tensors_on_the_fused_path(backend, expect_maps):
+@pytest.mark.parametrize("preset", ["difflora-32", "difflora-shared-kv", "shared-diff-kv"])
+def test_no_quadratic_tensors_on_the_fused_path(backend, expect_maps, preset):
     T = 80  # distinct from every model width, so only attention maps can be T x T
     model = get_peft_model(tiny_model("llama", attn_implementation=backend),
-                           DiffLoRAConfig.from_preset("difflora-32", r=8, positive_r=8))
+                           DiffLoRAConfig.from_preset(preset, r=8, positive_r=8))
     model.train()
     ids = torch.randint(3, 128, (1, T))
     recorder = ShapeRecorder()

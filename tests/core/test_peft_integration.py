@@ -81,8 +81,11 @@ def test_unload_restores_the_base_model():
     assert torch.equal(logits(plain), ref)
 
 
-def test_merge_and_unload_refuses_and_positive_folding_is_exact():
-    model = get_peft_model(tiny_model("llama"), DiffLoRAConfig.from_preset("difflora-32", r=8, positive_r=8)).eval()
+@pytest.mark.parametrize("preset", ["difflora-32", "shared-diff"])
+def test_merge_and_unload_refuses_and_positive_folding_is_exact(preset):
+    """Folding Q1/K1's LoRA into W_Q/W_K keeps the output, also where the negative term is built on
+    the pretrained W_Q/W_K (Shared DIFF), which must not see the folded update."""
+    model = get_peft_model(tiny_model("llama"), DiffLoRAConfig.from_preset(preset, r=8, positive_r=8)).eval()
     randomize(model)
     ref = logits(model)
     with pytest.raises(difflora.MergeNotSupportedError, match="negative attention map"):
@@ -163,3 +166,25 @@ def test_attention_maps_for_chosen_layers_only():
     assert torch.equal(one[0]["positive"], every[2]["positive"])
     with pytest.raises(ValueError, match="not transformed"):
         difflora.attention_maps(model, IDS, layers=[7])
+
+
+def test_each_adapter_projection_draws_its_own_dropout_mask():
+    """As in the authors' layer (and PEFT's LoRA per module): Q1, K1, Q2 and K2 each see their own
+    dropout of the input in training, and none in eval."""
+    model = get_peft_model(tiny_model("llama", layers=1),
+                           DiffLoRAConfig.from_preset("difflora-32", r=4, positive_r=4, lora_dropout=0.5))
+    layer = difflora.difflora_layers(model)[0]
+    seen = {}
+    for projection in ("q1", "k1", "q2", "k2"):
+        lowrank = getattr(layer, f"difflora_{projection}")["default"]
+        lowrank.A.register_forward_hook(lambda _m, args, _out, p=projection: seen.__setitem__(p, args[0].clone()))
+    ids = torch.arange(3, 19)[None]
+    model.train()
+    model(input_ids=ids)
+    masks = {p: (x == 0) for p, x in seen.items()}
+    assert all(0.3 < m.float().mean() < 0.7 for m in masks.values())
+    names = list(masks)
+    assert all(not torch.equal(masks[a], masks[b]) for i, a in enumerate(names) for b in names[i + 1:])
+    model.eval()
+    model(input_ids=ids)
+    assert all(not (x == 0).any() for x in seen.values())

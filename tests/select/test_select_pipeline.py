@@ -162,7 +162,7 @@ def test_cli_reports_bad_input_in_one_line(config, tmp_path, capsys):
     path.write_text(yaml.safe_dump(config()))
     assert main(["select", str(path), "--sampling-rate", "1.5"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("difflora select: error: sampling rate must be in (0, 1]") and "\n" not in err
+    assert err.startswith("difflora select: error: --sampling-rate must be in (0, 1]") and "\n" not in err
 
 
 def test_select_section_in_the_config(config):

@@ -74,8 +74,26 @@ def test_paper_configs_hold_the_paper_recipe():
         assert cfg.training["learning_rate"] == 1e-4 and cfg.data.max_length == 4096
         assert cfg.training["num_train_epochs"] == 1 and cfg.training["bf16"] and cfg.training["gradient_checkpointing"]
         assert cfg.training["per_device_train_batch_size"] * cfg.training["gradient_accumulation_steps"] == 64
-        assert cfg.method == ({"type": "lora", "preset": "lora-8"} if name == "lora-8"
-                              else {"type": "difflora", "preset": name})
+        # the authors' released config (config_lora.yaml): lora_dropout 0.1, linear schedule, 3% warm-up, no decay
+        assert cfg.method == ({"type": "lora", "preset": "lora-8", "lora_dropout": 0.1} if name == "lora-8"
+                              else {"type": "difflora", "preset": name, "lora_dropout": 0.1})
+        assert cfg.training["lr_scheduler_type"] == "linear" and cfg.training["warmup_steps"] == 0.03
+        assert cfg.training["weight_decay"] == 0.0
+
+
+def test_qlora_configs_are_the_figure_1_rows_on_a_4bit_8b_base():
+    import glob
+    import os
+
+    paths = sorted(glob.glob(os.path.join(ROOT, "configs/paper/qlora-llama-3.1-8b/*.yaml")))
+    assert {os.path.basename(p)[:-5] for p in paths} == FIGURE_1_ROWS
+    for path in paths:
+        cfg = load_train_config(path)
+        bf16 = load_train_config(os.path.join(ROOT, "configs/paper", os.path.basename(path)))
+        assert cfg.model == "meta-llama/Llama-3.1-8B-Instruct"
+        # QLoRA's base: NF4, double quantization, bf16 compute
+        assert cfg.quantization == {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"}
+        assert (cfg.method, cfg.data, cfg.training) == (bf16.method, bf16.data, bf16.training)
 
 
 def test_init_from_must_be_an_adapter_folder(tmp_path):

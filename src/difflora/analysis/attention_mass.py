@@ -34,6 +34,7 @@ from ..evaluation.generation import check_length, device_of, measure_fn, n_token
 from ..evaluation.nih import make_sample
 from ..evaluation.results import progress_bar, write_json
 from ..inspect import attention_maps, difflora_layers
+from ..textfiles import read_lines
 
 SEGMENTS = ("bos", "before", "needle", "after", "query")
 SEGMENT_NAMES = ("BOS", "before needle", "needle", "after needle", "query")
@@ -97,10 +98,16 @@ def row_total(mass: dict, spans: dict) -> float:
 
 
 def _layer_maps(model, ids: torch.Tensor) -> list[dict]:
-    """Per layer {"layer", "positive": H x T x T, "negative": H x T x T or None, "lambda": float}."""
+    """Per layer {"layer", "positive": H x T x T, "negative": H x T x T or None, "lambda": float,
+    "lambda_rows": what scales the negative map (lambda, or H x T x 1 for a per-token lambda)}."""
     if difflora_layers(model):
-        return [{"layer": m["layer"], "positive": m["positive"][0], "negative": m["negative"][0],
-                 "lambda": float(m["lambda"])} for m in attention_maps(model, ids)]
+        layers = []
+        for m in attention_maps(model, ids):
+            lam = m["lambda"]
+            rows = lam[0].T.unsqueeze(-1) if lam.dim() else float(lam)  # per-token: row t of head h
+            layers.append({"layer": m["layer"], "positive": m["positive"][0], "negative": m["negative"][0],
+                           "lambda": float(lam.mean()), "lambda_rows": rows})
+        return layers
     with compat.eager_attention(model), torch.no_grad():
         out = model(input_ids=ids, output_attentions=True, use_cache=False)
     if not out.attentions:
@@ -120,7 +127,7 @@ def analyse_prompt(model, tokenizer, rendered: str, needle: str, question_start:
         pos = segment_mass(layer["positive"], spans)
         neg = None
         if layer["negative"] is not None:
-            neg = segment_mass(layer["negative"] * layer["lambda"], spans)
+            neg = segment_mass(layer["negative"] * layer.get("lambda_rows", layer["lambda"]), spans)
         result["positive"].append(pos)
         result["negative"].append(neg)
         result["net"].append({k: pos[k] - (neg[k] if neg else 0.0) for k in pos})
@@ -136,19 +143,18 @@ def load_prompts(path: str) -> list[NeedlePrompt]:
     if not os.path.isfile(path):
         raise UserError(f"prompt file '{path}' does not exist")
     prompts = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(row.get("needle"), str):
-                raise UserError(f'{path}:{line_no}: expected {{"prompt": ..., "needle": ..., "query": optional}}')
-            prompt = NeedlePrompt(row["prompt"], row["needle"], row.get("query"), row.get("answer_prefix", ""))
-            _query_start(prompt, f"{path}:{line_no}")
-            prompts.append(prompt)
+    for line_no, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(row.get("needle"), str):
+            raise UserError(f'{path}:{line_no}: expected {{"prompt": ..., "needle": ..., "query": optional}}')
+        prompt = NeedlePrompt(row["prompt"], row["needle"], row.get("query"), row.get("answer_prefix", ""))
+        _query_start(prompt, f"{path}:{line_no}")
+        prompts.append(prompt)
     if not prompts:
         raise UserError(f"prompt file '{path}' is empty")
     return prompts

@@ -8,6 +8,9 @@ import shlex
 import sys
 import time
 
+from ..validation import Choice, InputFile, OutputFolder, Whole
+from .options import kind
+
 
 def register(subparsers) -> None:
     from ..demo.plan import ALL_MODELS, ALL_TASKS
@@ -18,15 +21,20 @@ def register(subparsers) -> None:
                     "on the same generated instruction data, evaluates them all and writes OUT/report.md and "
                     "report.html. Rerun the same command to resume an interrupted run.")
     demo.add_argument("--quick", action="store_true", help="a smoke run of a minute or two (tiny base, few steps)")
-    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    demo.add_argument("--out", default="runs/demo", type=kind(OutputFolder()), help="output folder")
     demo.add_argument("--rebuild-base", action="store_true", help="pretrain the default base model again")
-    demo.add_argument("--models", nargs="+", metavar="MODEL", help=f"adapters to train (default all: {' '.join(ALL_MODELS)})")
-    demo.add_argument("--tasks", nargs="+", metavar="TASK", help=f"evaluations (default all: {' '.join(ALL_TASKS)})")
-    demo.add_argument("--lengths", nargs="+", type=int, metavar="N", help="needle-in-a-haystack context lengths in tokens")
-    demo.add_argument("--samples", type=int, help="samples per needle length and per ICL shot count")
-    demo.add_argument("--config", help="a training config (e.g. configs/paper/difflora-64.yaml): its base model, data "
-                                       "and training settings replace the embedded default (a GPU run)")
-    demo.add_argument("--threads", type=int, help="CPU threads for torch (default: up to 2 on a CPU)")
+    demo.add_argument("--models", nargs="+", metavar="MODEL", type=kind(Choice(ALL_MODELS, what="demo model")),
+                      help=f"adapters to train (default all: {' '.join(ALL_MODELS)})")
+    demo.add_argument("--tasks", nargs="+", metavar="TASK", type=kind(Choice(ALL_TASKS, what="demo task")),
+                      help=f"evaluations (default all: {' '.join(ALL_TASKS)})")
+    demo.add_argument("--lengths", nargs="+", type=kind(Whole(minimum=64, unit="tokens")), metavar="N",
+                      help="needle-in-a-haystack context lengths in tokens (default: 256 512 1024; --quick: 256 320 384)")
+    demo.add_argument("--samples", type=kind(Whole(minimum=1)),
+                      help="samples per needle length and per ICL shot count (default: 24; --quick: 2)")
+    demo.add_argument("--config", type=kind(InputFile()),
+                      help="a training config (e.g. configs/paper/difflora-64.yaml): its base model, data and training "
+                           "settings replace the embedded default (a GPU run; default: none, the embedded base model)")
+    demo.add_argument("--threads", type=kind(Whole(minimum=1)), help="CPU threads for torch (default: up to 2 on a CPU)")
     demo.set_defaults(func=_demo)
 
 
@@ -35,6 +43,7 @@ def _demo(args) -> int:
 
     from ..demo.pipeline import StopAfterStage, default_threads, run_demo
     from ..demo.plan import DemoPlan, plan_from_config, quick_plan
+    from ..errors import Interrupted
 
     if args.threads is not None or not torch.cuda.is_available():
         torch.set_num_threads(args.threads or default_threads())
@@ -49,6 +58,8 @@ def _demo(args) -> int:
     command = "difflora " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] else None
     try:
         report = run_demo(plan, args.out, rebuild_base=args.rebuild_base, command=command)
+    except KeyboardInterrupt:
+        raise Interrupted("run the same command again to continue where it stopped") from None
     except StopAfterStage as stop:
         print(f"stopped after stage '{stop}' (DIFFLORA_DEMO_STOP_AFTER); run the same command again to resume")
         return 3

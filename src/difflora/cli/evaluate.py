@@ -10,18 +10,28 @@ from __future__ import annotations
 import os
 import re
 
+from ..validation import Choice, InputFile, InputFolder, OutputFolder, Real, Text, Whole, check_output_folder
+from .options import Device, kind, model_spec
+
 CHAT_CHOICES = {"auto": None, "on": True, "off": False}
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
+POSITIVE = kind(Whole(minimum=1))
 
 
 def _common(parser, needs_models: bool = True) -> None:
     if needs_models:
         parser.add_argument("--model", dest="models", action="append", required=True, metavar="SPEC",
+                            type=model_spec(labelled=True),
                             help="BASE, BASE::ADAPTER or ADAPTER_DIR, optionally NAME=SPEC (repeat to compare models)")
-    parser.add_argument("--out", default="runs/eval", help="output folder (default runs/eval)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--out", default="runs/eval", type=kind(OutputFolder()), help="output folder")
+    parser.add_argument("--seed", type=kind(Whole(minimum=0)), default=0, help="random seed of the generated samples")
+    parser.add_argument("--batch-size", type=POSITIVE, default=8, help="prompts per forward pass")
+    parser.add_argument("--dtype", default="auto", type=kind(Choice(DTYPES)), help="weights' dtype: auto, float32, "
+                        "bfloat16 or float16 (auto: as saved)")
+    parser.add_argument("--device", default=None, type=kind(Device()),
+                        help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--chat-template", choices=list(CHAT_CHOICES), default="auto",
                         help="wrap prompts in the tokenizer's chat template (auto: when it has one)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -33,64 +43,75 @@ def register(subparsers) -> None:
 
     nih = sub.add_parser("nih", help="needle in a haystack: MK-2, MK-3, MV (RULER format)")
     _common(nih)
-    nih.add_argument("--tasks", nargs="+", default=["mk2", "mk3", "mv"], choices=["mk2", "mk3", "mv"])
-    nih.add_argument("--lengths", nargs="+", type=int, default=[256, 512, 1024, 2048, 4096],
+    nih.add_argument("--tasks", nargs="+", default=["mk2", "mk3", "mv"], choices=["mk2", "mk3", "mv"],
+                     help="needle tasks")
+    nih.add_argument("--lengths", nargs="+", type=POSITIVE, default=[256, 512, 1024, 2048, 4096],
                      help="context lengths in each model's tokens (chat template and answer prefix included)")
-    nih.add_argument("--samples", type=int, default=20, help="samples per task and length")
+    nih.add_argument("--samples", type=POSITIVE, default=20, help="samples per task and length")
     nih.add_argument("--haystack", choices=["needles", "noise", "essay"], default=None,
                      help="override the tasks' haystacks (default: RULER's: distractor needles for MK, essay for MV)")
-    nih.add_argument("--max-new-tokens", type=int, default=None)
-    nih.add_argument("--train-length", type=int, default=None, help="draw the fine-tuning length on the plots")
+    nih.add_argument("--max-new-tokens", type=POSITIVE, default=None,
+                     help="answer length limit (default: room for every value the task asks for)")
+    nih.add_argument("--train-length", type=POSITIVE, default=None,
+                     help="draw the fine-tuning length on the plots (default: not drawn)")
     nih.set_defaults(func=_nih)
 
     icl = sub.add_parser("icl", help="many-shot in-context classification (HELMET format)")
     _common(icl)
-    icl.add_argument("--shots", nargs="+", type=int, default=[6, 12, 24, 48])
-    icl.add_argument("--samples", type=int, default=30, help="test examples (the same at every shot count)")
-    icl.add_argument("--data", default="bundled:topics",
+    icl.add_argument("--shots", nargs="+", type=kind(Whole(minimum=0)), default=[6, 12, 24, 48],
+                     help="demonstrations per prompt")
+    icl.add_argument("--samples", type=POSITIVE, default=30, help="test examples (the same at every shot count)")
+    icl.add_argument("--data", default="bundled:topics", type=kind(Text()),
                      help="JSONL of {text, label}, a datasets name (NAME or NAME:CONFIG), or bundled:topics")
-    icl.add_argument("--test-data", default=None, help="test examples from here (default: --data, each left out of its demos)")
-    icl.add_argument("--text-field", default="text")
-    icl.add_argument("--label-field", default="label")
-    icl.add_argument("--split", default="train", help="datasets split for demonstrations")
-    icl.add_argument("--test-split", default="test", help="datasets split of --test-data")
-    icl.add_argument("--max-new-tokens", type=int, default=8)
+    icl.add_argument("--test-data", default=None, type=kind(Text()),
+                     help="test examples from here (default: --data, each left out of its demos)")
+    icl.add_argument("--text-field", default="text", type=kind(Text()), help="field of each row holding the text")
+    icl.add_argument("--label-field", default="label", type=kind(Text()), help="field of each row holding the label")
+    icl.add_argument("--split", default="train", type=kind(Text()), help="datasets split for demonstrations")
+    icl.add_argument("--test-split", default="test", type=kind(Text()), help="datasets split of --test-data")
+    icl.add_argument("--max-new-tokens", type=POSITIVE, default=8, help="answer length limit")
     icl.set_defaults(func=_icl)
 
     deg = sub.add_parser("degeneration", help="free-form generation: loops, repeated patterns, empty answers")
     _common(deg)
-    deg.add_argument("--prompts", default=None, help='JSONL of {"prompt": ...} or a .txt file (default: bundled prompts)')
-    deg.add_argument("--max-new-tokens", type=int, default=64)
-    deg.add_argument("--worst", type=int, default=3, help="worst answers kept per model")
+    deg.add_argument("--prompts", default=None, type=kind(InputFile()),
+                     help='JSONL of {"prompt": ...} or a .txt file (default: bundled prompts)')
+    deg.add_argument("--max-new-tokens", type=POSITIVE, default=64, help="answer length")
+    deg.add_argument("--worst", type=kind(Whole(minimum=0)), default=3, help="worst answers kept per model")
     deg.set_defaults(func=_degeneration)
 
     lm = sub.add_parser("lm-eval", help="any lm-evaluation-harness task on base models and adapters")
     _common(lm)
-    lm.add_argument("--tasks", nargs="+", required=True, help="lm-eval task names (space or comma separated)")
-    lm.add_argument("--include-path", default=None, help="folder of extra lm-eval task YAMLs")
-    lm.add_argument("--limit", type=float, default=None, help="examples per task (a count, or a fraction below 1)")
-    lm.add_argument("--num-fewshot", type=int, default=None)
-    lm.add_argument("--apply-chat-template", action="store_true")
+    lm.add_argument("--tasks", nargs="+", required=True, type=kind(Text()),
+                    help="lm-eval task names (space or comma separated)")
+    lm.add_argument("--include-path", default=None, type=kind(InputFolder(what="a folder of lm-eval task YAMLs")),
+                    help="folder of extra lm-eval task YAMLs (default: none)")
+    lm.add_argument("--limit", type=kind(Real(above=0)), default=None,
+                    help="examples per task, a count or a fraction below 1 (default: all)")
+    lm.add_argument("--num-fewshot", type=kind(Whole(minimum=0)), default=None,
+                    help="demonstrations per prompt (default: the task's own)")
+    lm.add_argument("--apply-chat-template", action="store_true", help="wrap prompts in the chat template")
     lm.set_defaults(func=_lm_eval)
 
     an = subparsers.add_parser("analyze", help="analyses of attention")
     an_sub = an.add_subparsers(dest="analyze_command", metavar="WHAT", required=True)
     att = an_sub.add_parser("attention", help="attention mass per segment on needle prompts (the paper's Figure 4)")
     _common(att)
-    att.add_argument("--length", type=int, default=512, help="tokens of each generated needle prompt")
-    att.add_argument("--prompts", type=int, default=4, help="number of generated needle prompts")
+    att.add_argument("--length", type=POSITIVE, default=512, help="tokens of each generated needle prompt")
+    att.add_argument("--prompts", type=POSITIVE, default=4, help="number of generated needle prompts")
     att.add_argument("--task", choices=["mk2", "mk3", "mv"], default="mk2", help="needle task of generated prompts")
-    att.add_argument("--prompts-file", default=None,
-                     help='your own prompts: JSONL of {"prompt", "needle", "query" (optional), "answer_prefix" (optional)}')
+    att.add_argument("--prompts-file", default=None, type=kind(InputFile()),
+                     help='your own prompts: JSONL of {"prompt", "needle", "query" (optional), "answer_prefix" '
+                          '(optional)} (default: generated needle prompts)')
     att.set_defaults(func=_attention)
 
     rep = subparsers.add_parser("report", help="gather evaluation folders into report.md + report.html")
-    rep.add_argument("runs", nargs="+", help="folders written by difflora eval/analyze (--out)")
-    rep.add_argument("--out", default=None, help="report folder (default: the first run folder)")
-    rep.add_argument("--title", default="difflora evaluation report")
-    rep.add_argument("--pair", action="append", default=[], metavar="MODEL=REFERENCE",
+    rep.add_argument("runs", nargs="+", type=kind(InputFolder()), help="folders written by difflora eval/analyze (--out)")
+    rep.add_argument("--out", default=None, type=kind(OutputFolder()), help="report folder (default: the first run folder)")
+    rep.add_argument("--title", default="difflora evaluation report", type=kind(Text()), help="the report's title")
+    rep.add_argument("--pair", action="append", default=[], metavar="MODEL=REFERENCE", type=kind(Text()),
                      help="compare two models sample by sample (paired bootstrap), e.g. a DiffoRA-selected adapter "
-                          "against the uniform one: --pair diffora-lora=lora-8 (repeatable)")
+                          "against the uniform one: --pair diffora-lora=lora-8 (repeatable; default: none)")
     rep.set_defaults(func=_report)
 
 
@@ -153,8 +174,12 @@ def _nih(args) -> int:
 
 
 def _icl(args) -> int:
+    from ..evaluation.icl import load_examples
     from ..evaluation.run_icl import run_icl
 
+    for source in (args.data, args.test_data):  # a bad local data file fails before any model loads
+        if source and (os.path.exists(source) or source.endswith((".jsonl", ".json"))):
+            load_examples(source, args.text_field, args.label_field)
     summary = run_icl(load_models(args.models, args.dtype, args.device, args.quiet), args.shots, args.samples,
                       args.data, args.seed, args.out, args.batch_size, show_progress=not args.quiet,
                       test_data=args.test_data, text_field=args.text_field, label_field=args.label_field,
@@ -165,8 +190,10 @@ def _icl(args) -> int:
 
 
 def _degeneration(args) -> int:
-    from ..evaluation.degeneration import run_degeneration
+    from ..evaluation.degeneration import load_prompts, run_degeneration
 
+    if args.prompts:
+        load_prompts(args.prompts)  # a bad prompt file fails before any model loads
     summary = run_degeneration(load_models(args.models, args.dtype, args.device, args.quiet), args.prompts,
                                args.max_new_tokens, args.out, args.batch_size, show_progress=not args.quiet,
                                worst=args.worst, chat=_chat(args))
@@ -192,8 +219,10 @@ def _lm_eval(args) -> int:
 
 
 def _attention(args) -> int:
-    from ..analysis.attention_mass import attention_mass
+    from ..analysis.attention_mass import attention_mass, load_prompts
 
+    if args.prompts_file:
+        load_prompts(args.prompts_file)  # a bad prompt file fails before any model loads
     summary = attention_mass(load_models(args.models, args.dtype, args.device, args.quiet), args.prompts_file,
                              args.length, args.prompts, args.task, args.seed, args.out, _chat(args),
                              show_progress=not args.quiet)
@@ -213,6 +242,7 @@ def _report(args) -> int:
         if not sep or not model or not reference:
             raise UserError(f"--pair expects MODEL=REFERENCE (two model labels), got '{item}'")
         pairs.append((model, reference))
+    check_output_folder(args.out or args.runs[0], "the report folder")  # --out itself is checked as an option
     md, page = write_report(args.runs, args.out, args.title, pairs=pairs)
     print(f"wrote {md} and {page}")
     return 0

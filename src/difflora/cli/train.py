@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
+
+from ..validation import InputFile, Real, Text, Whole
+from .options import KeyValue, kind, model_spec
 
 
 def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="fine-tune with DiffLoRA, LoRA or full fine-tuning from a YAML config")
-    train.add_argument("config", help="YAML config (model, output_dir, method, data, training)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set training.learning_rate=2e-4 (repeatable)")
+    train.add_argument("config", type=kind(InputFile()), help="YAML config (model, output_dir, method, data, training)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", type=kind(KeyValue()),
+                       help="override a config value, e.g. --set training.learning_rate=2e-4 (repeatable; default: none)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the newest complete checkpoint in output_dir")
     train.add_argument("--quiet", action="store_true", help="no progress bar or TensorBoard")
     train.set_defaults(func=_train)
 
     gen = subparsers.add_parser("generate", help="chat with a trained output folder")
-    gen.add_argument("output", help="a training output folder (adapter + tokenizer) or BASE::ADAPTER")
-    gen.add_argument("--prompt", action="append", default=[], help="a user message (repeatable); stdin lines if none")
-    gen.add_argument("--max-new-tokens", type=int, default=128)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    gen.add_argument("--system", default=None, help="an optional system message")
+    gen.add_argument("output", type=model_spec(), help="a training output folder (adapter + tokenizer) or BASE::ADAPTER")
+    gen.add_argument("--prompt", action="append", default=[], type=kind(Text()),
+                     help="a user message (repeatable; default: one per line of stdin)")
+    gen.add_argument("--max-new-tokens", type=kind(Whole(minimum=1)), default=128, help="tokens per reply at most")
+    gen.add_argument("--temperature", type=kind(Real(minimum=0)), default=0.0, help="sampling temperature; 0 = greedy")
+    gen.add_argument("--system", type=kind(Text()), default=None, help="a system message (default: none)")
     gen.set_defaults(func=_generate)
 
 
 def _train(args) -> int:
-    from ..errors import UserError
+    from ..errors import Interrupted, UserError
     from ..train import load_train_config, run_training
     from ..train.checkpoints import latest_complete_checkpoint
     from ..train.runner import completed_run
@@ -35,10 +40,18 @@ def _train(args) -> int:
     if done is not None:
         print(f"difflora train: '{cfg.output_dir}' already holds this finished run; nothing to do", file=sys.stderr)
         return 0
-    if not args.resume and latest_complete_checkpoint(cfg.output_dir, set_aside=False):
+    has_checkpoint = latest_complete_checkpoint(cfg.output_dir, set_aside=False) is not None
+    if not args.resume and has_checkpoint:
         raise UserError(f"'{cfg.output_dir}' already holds checkpoints: pass --resume to continue that run, "
                         "or choose another output_dir")
-    run_training(cfg, resume=args.resume, quiet=args.quiet)
+    if args.resume and not has_checkpoint:
+        print(f"difflora train: no complete checkpoint in '{cfg.output_dir}' to resume from; starting fresh",
+              file=sys.stderr)
+    try:
+        run_training(cfg, resume=args.resume, quiet=args.quiet)
+    except KeyboardInterrupt:
+        again = args.argv if "--resume" in args.argv else [*args.argv, "--resume"]
+        raise Interrupted("continue from the last checkpoint with: difflora " + shlex.join(again)) from None
     return 0
 
 

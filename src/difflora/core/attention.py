@@ -4,6 +4,11 @@ O is linear in V, so the two softmax maps never need to exist together: each ter
 the model's own attention backend (SDPA, FlashAttention, flex, eager), which keeps that backend's
 mask handling (padding on either side, sliding windows) and, for the fused backends, never
 materialises an N x N map.
+
+With shared keys (K2 = K1) both terms are ONE call: Q1 and Q2 become 2H query heads over the same
+key/value heads. A GQA backend gives query head j the key/value head j // (queries per kv head), so
+each kv group's Q1 heads and then its Q2 heads are laid out side by side (stack_head_pairs); the
+output splits back the same way (split_head_pairs). lambda is a scalar, or (batch, query, heads).
 """
 
 from __future__ import annotations
@@ -28,9 +33,57 @@ def differential_attention(
     returned (None for fused backends; the softmax maps for eager)."""
     out_pos, map_pos = backend(module, positive[0], positive[1], value, attention_mask, **backend_kwargs)
     out_neg, map_neg = backend(module, negative[0], negative[1], value, attention_mask, **backend_kwargs)
+    return combine(out_pos, out_neg, lam), (map_pos, map_neg)
+
+
+def combine(out_pos: torch.Tensor, out_neg: torch.Tensor, lam: torch.Tensor | float) -> torch.Tensor:
+    """O1 - lambda * O2 for outputs (batch, query, heads, head_dim) and a scalar or per-token
+    (batch, query, heads) lambda."""
     if isinstance(lam, torch.Tensor):
         lam = lam.to(out_pos.dtype)
-    return out_pos - lam * out_neg, (map_pos, map_neg)
+        if lam.dim():
+            lam = lam.unsqueeze(-1)  # one lambda per (token, head), broadcast over head_dim
+    return out_pos - lam * out_neg
+
+
+def stack_head_pairs(first: torch.Tensor, second: torch.Tensor, kv_heads: int, dim: int = -2) -> torch.Tensor:
+    """Two tensors of H heads along `dim` -> 2H heads, ordered per kv group as
+    [group 0: first's g heads, second's g heads, group 1: ...] (g = H / kv_heads), so that under
+    GQA's head j -> kv head j // (2g) both halves of a pair see the same keys and values."""
+    dim = dim % first.dim()
+    groups = first.shape[dim] // kv_heads
+    pairs = torch.cat([t.unflatten(dim, (kv_heads, groups)) for t in (first, second)], dim=dim + 1)
+    return pairs.flatten(dim, dim + 1)
+
+
+def split_head_pairs(stacked: torch.Tensor, kv_heads: int, dim: int = -2) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of stack_head_pairs: 2H heads along `dim` -> (first's H heads, second's H heads)."""
+    dim = dim % stacked.dim()
+    pairs = stacked.unflatten(dim, (kv_heads, stacked.shape[dim] // kv_heads))
+    first, second = pairs.chunk(2, dim=dim + 1)
+    return first.flatten(dim, dim + 1), second.flatten(dim, dim + 1)
+
+
+def shared_key_attention(
+    backend: Callable,
+    module: nn.Module,
+    query_pairs: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    lam: torch.Tensor | float,
+    **backend_kwargs,
+) -> tuple[torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
+    """O = Attn(Q1, K, V) - lambda * Attn(Q2, K, V) in one backend call.
+
+    query_pairs: (batch, 2H, query, head_dim) from stack_head_pairs; key/value: (batch, kv_heads,
+    key, head_dim); `module` must report 2H / kv_heads query heads per kv head (compat.paired_heads).
+    Returns the output (batch, query, H, head_dim) and the two maps (None for fused backends)."""
+    kv_heads = key.shape[1]
+    out, maps = backend(module, query_pairs, key, value, attention_mask, **backend_kwargs)
+    out_pos, out_neg = split_head_pairs(out, kv_heads, dim=2)
+    maps = split_head_pairs(maps, kv_heads, dim=1) if maps is not None else (None, None)
+    return combine(out_pos, out_neg, lam), maps
 
 
 class HeadRMSNorm(nn.RMSNorm):

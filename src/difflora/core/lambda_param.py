@@ -41,3 +41,32 @@ class LearnedLambda(nn.Module):
     def forward(self) -> torch.Tensor:
         q1, k1, q2, k2 = (p.float() for p in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2))
         return torch.exp(torch.dot(q1, k1)) - torch.exp(torch.dot(q2, k2)) + self.lambda_init
+
+
+class TokenLambda(nn.Module):
+    """lambda[t, h] = sigmoid(w_h . x_t + b_h): one lambda per token and head (Differential
+    Transformer V2), read from the attention layer's input x.
+
+    w starts at zero and b at logit(lambda_init), so every token starts at exactly lambda_init; w
+    still gets a gradient from the first step (d lambda / d w_h = lambda (1 - lambda) x_t). The
+    sigmoid keeps lambda in (0, 1): the negative term can only subtract, never flip the sign of O.
+    No extra scale: (0, 1) covers the scalar forms' range (the depth schedule runs 0.2 to 0.8).
+    Parameters and the computation stay float32 whatever the base dtype.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, lambda_init: float):
+        super().__init__()
+        if not 0.0 < lambda_init < 1.0:
+            raise ValueError(f"a per-token lambda starts at sigmoid(b) = lambda_init, which must lie in (0, 1), "
+                             f"got {lambda_init}")
+        self.lambda_init = lambda_init
+        self.proj = nn.Linear(hidden_size, num_heads, bias=True, dtype=torch.float32)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.proj.weight)
+        nn.init.constant_(self.proj.bias, math.log(self.lambda_init / (1.0 - self.lambda_init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., hidden) -> (..., heads), float32."""
+        return torch.sigmoid(self.proj(x.float()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
@@ -30,14 +30,27 @@ CHAT_TEMPLATE = (
 )
 
 
+# GPT-2's word split, except that hyphenated words ("amber-apple") stay one word and every digit is its own
+# word, keeping the space before it (" 2" then "0"): a number's first digit is a token of its own kind.
+COMPOUND_WORDS = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+(?:-\p{L}+)*| ?\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, model_max_length: int = 4096,
-                    split_digits: bool = False) -> PreTrainedTokenizerFast:
+                    split_digits: bool = False, compound_words: bool = False) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on `texts` (any text encodes; nothing maps to <unk>).
-    split_digits: one token per digit (as Llama 3 does for numbers), which makes copying numbers easy to learn."""
+    split_digits: one token per digit (as Llama 3 does for numbers), which makes copying numbers easy to learn.
+    compound_words: hyphenated words are single words to BPE (frequent ones become one token) and digits
+    are split one per token (split_digits is then implied)."""
     tok = Tokenizer(models.BPE(unk_token=UNK))
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-                         if split_digits else byte_level)
+    if compound_words:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(COMPOUND_WORDS), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    elif split_digits:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

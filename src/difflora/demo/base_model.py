@@ -1,51 +1,70 @@
 """The demo's default base model: a small Llama-architecture model and its tokenizer, pretrained
-by the project on its generated corpus (corpus.py) and cached in a versioned folder.
+by the project on its generated corpus (corpus.py).
 
-The cache folder is named by a hash of the recipe (shape, tokenizer, corpus, steps, code version),
-so a changed recipe is a new folder and the model is rebuilt. Pretraining writes Trainer
-checkpoints into `<folder>.partial`, so an interrupted build resumes; the finished model is saved
-with save_pretrained and the folder renamed into place, so a half-made model is never loaded. It is
-an ordinary Hugging Face checkpoint folder, loaded with from_pretrained like any other.
+The default recipe's model is built once by the project and shipped inside the package
+(default_base/, with a manifest of sha256 checksums that is checked before it is used); the demo
+loads it and pretrains nothing. Any other recipe (--quick's, a changed one) and --rebuild-base build
+into a cache folder named by a hash of the recipe (shape, tokenizer, corpus, steps, code version), so
+a changed recipe is a new folder. Pretraining writes Trainer checkpoints into `<folder>.partial`, so
+an interrupted build resumes; the finished model is saved with save_pretrained and the folder renamed
+into place, so a half-made model is never loaded. Both are ordinary Hugging Face checkpoint folders,
+loaded with from_pretrained like any other.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 
+from ..errors import UserError
 from .corpus import CorpusMix
 from .state import fingerprint
 
 # Bump when the code that makes the base changes what it makes (the corpus generators, the packing,
 # the tokenizer training), so that every cached base made by older code is rebuilt.
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
+
+
+# the needle kinds of the default base's retrieval documents: mostly MK-2, the bar it must meet
+BASE_KINDS = ("mk2:needles",) * 6 + ("mk2:essay", "mv:essay")
 
 
 @dataclass(frozen=True)
 class BaseRecipe:
     """Everything that decides what the default base model is."""
 
-    hidden_size: int = 128
+    hidden_size: int = 192
     layers: int = 2               # 2 wide layers learned retrieval sooner than 4 narrow ones (measured)
-    heads: int = 8
-    kv_heads: int = 8
-    intermediate_size: int = 384
+    heads: int = 6                # head_dim 32: room to tell 900 keys apart in one dot product
+    kv_heads: int = 6
+    intermediate_size: int = 512
     vocab_size: int = 2048
     split_digits: bool = True     # one token per digit: a value is copied digit by digit
-    seq_len: int = 384            # pretraining block length (documents are packed whole into blocks)
-    documents: int = 16000
-    steps: int = 1200
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    warmup: float = 0.05
+    compound_words: bool = False  # True (every word key one token) stalled retrieval: docs/demo-base-model.md
+    seq_len: int = 1024           # pretraining block length (documents are packed whole into blocks)
+    documents: int = 8000         # documents of the last (or only) stage
+    steps: int = 1300
+    batch_size: int = 8
+    curriculum: tuple[tuple[int, int, int], ...] = ((2, 150, 256), (6, 250, 512))
+                                  # (max needles, steps, block length) stages first, in order: retrieval
+                                  # forms among few needles in short blocks (packed documents see each
+                                  # other's needles, so long blocks of short documents are not "few needles")
+    learning_rate: float = 4e-3
+    warmup: float = 30            # steps (a float below 1: a share of the steps)
+    schedule: str = "wsd"         # "wsd": warm up, hold the rate through the plateau, decay over the last
+    decay: float = 0.15           # `decay` share of the steps; "cosine": the older schedule
     loss_on: str = "values"       # conversations: "all" tokens, "answers" (assistant turns) or "values"
                                   # (retrieval answers from their value on; see tokenize_document)
-    mix: CorpusMix = field(default_factory=CorpusMix)
+    mix: CorpusMix = field(default_factory=lambda: CorpusMix(
+        retrieval=0.85, icl=0.1, short_answer=0.03, max_needles=26, questions=8, max_shots=24,
+        retrieval_kinds=BASE_KINDS))
     seed: int = 0
     version: int = RECIPE_VERSION
 
@@ -57,8 +76,9 @@ class BaseRecipe:
 
 
 # --quick: a model that only has to exist and load (the smoke test does not need it to retrieve)
-QUICK_RECIPE = BaseRecipe(hidden_size=64, layers=2, intermediate_size=128, vocab_size=512, seq_len=256,
-                          documents=300, steps=12, batch_size=8,
+QUICK_RECIPE = BaseRecipe(hidden_size=64, layers=2, heads=8, kv_heads=8, intermediate_size=128, vocab_size=512,
+                          compound_words=False, seq_len=256, documents=300, steps=12, batch_size=8,
+                          curriculum=(), learning_rate=1e-3, warmup=0.05, schedule="cosine",
                           mix=CorpusMix(max_needles=6, questions=2, max_shots=6))
 
 
@@ -74,9 +94,98 @@ def is_built(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "recipe.json"))
 
 
+SHIPPED_FOLDER = "default_base"  # package data: the default recipe's model, built once by the project
+MANIFEST = "manifest.json"       # {"files": {name: {"bytes": n, "sha256": hex}}}
+REBUILD_HINT = "reinstall difflora (pip install .) or rebuild the base with `difflora demo --rebuild-base`"
+
+
+def default_base_path(verify: bool = True) -> str:
+    """The folder of the shipped default base model (a transformers checkpoint folder), its files
+    checked against its manifest first (a one-line UserError names a missing or altered file)."""
+    path = str(resources.files("difflora.demo").joinpath(SHIPPED_FOLDER))
+    if verify:
+        verify_base(path)
+    return path
+
+
+def verify_base(path: str) -> None:
+    """Every file the manifest lists is there, whole (its size) and unaltered (its sha256)."""
+    manifest = os.path.join(path, MANIFEST)
+    if not os.path.isfile(manifest):
+        raise UserError(f"the default base model's manifest {manifest} is missing: {REBUILD_HINT}")
+    try:
+        with open(manifest) as f:
+            files = {name: (int(e["bytes"]), str(e["sha256"])) for name, e in json.load(f)["files"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UserError(f"the default base model's manifest {manifest} is unreadable ({err}): {REBUILD_HINT}") from None
+    for name, (size, digest) in sorted(files.items()):
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            problem = "is missing"
+        elif os.path.getsize(file) != size:
+            problem = f"is truncated ({os.path.getsize(file)} of {size} bytes)" if os.path.getsize(file) < size \
+                else f"has {os.path.getsize(file)} bytes, not {size}"
+        elif sha256_of(file) != digest:
+            problem = "is altered (its sha256 differs from the manifest's)"
+        else:
+            continue
+        raise UserError(f"default base model file {file} {problem}: {REBUILD_HINT}")
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(path: str) -> dict:
+    """Write the manifest of every file in `path` (the manifest itself excepted)."""
+    files = {name: {"bytes": os.path.getsize(os.path.join(path, name)), "sha256": sha256_of(os.path.join(path, name))}
+             for name in sorted(os.listdir(path)) if name != MANIFEST and os.path.isfile(os.path.join(path, name))}
+    with open(os.path.join(path, MANIFEST), "w") as f:
+        json.dump({"files": files}, f, indent=1)
+    return files
+
+
+def ship_base(model_dir: str, recipe: BaseRecipe, build_seconds: float, dest: str | None = None,
+              extra_files: tuple[str, ...] = ()) -> dict:
+    """Copy a finished build of `recipe` (build_base's model folder) into the package's default_base
+    folder (or dest) with its recipe.json, pretraining log, `extra_files` and a manifest; returns the manifest."""
+    dest = dest or default_base_path(verify=False)
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(model_dir, dest)
+    for file in extra_files:
+        shutil.copy(file, dest)
+    with open(os.path.join(dest, "recipe.json"), "w") as f:
+        json.dump({**recipe.to_dict(), "build_seconds": round(build_seconds, 1)}, f, indent=1)
+    return write_manifest(dest)
+
+
+def shipped_base(recipe: BaseRecipe) -> str | None:
+    """The shipped default base folder when `recipe` is the default recipe (the one it was built from)
+    and the package has that folder, else None (the base is then built into the cache)."""
+    if recipe != BaseRecipe():
+        return None
+    path = default_base_path(verify=False)
+    return path if os.path.isdir(path) else None
+
+
+def needs_build(recipe: BaseRecipe) -> bool:
+    """Whether ensure_base(recipe) would pretrain (no shipped model and no cached one)."""
+    return shipped_base(recipe) is None and not is_built(base_dir(recipe))
+
+
 def ensure_base(recipe: BaseRecipe, rebuild: bool = False, log=print) -> tuple[str, bool]:
-    """The cached base model folder for `recipe`, pretrained first when missing (or when `rebuild`).
+    """The base model folder for `recipe`: the shipped one (checked against its manifest) for the
+    default recipe, else the cached one, pretrained first when missing. `rebuild`: pretrain again
+    into the cache (and, for the default recipe, compare the rebuilt model with the shipped one).
     Returns (path, built_now)."""
+    shipped = shipped_base(recipe)
+    if shipped and not rebuild:
+        verify_base(shipped)
+        return shipped, False
     path = base_dir(recipe)
     if rebuild:
         shutil.rmtree(path, ignore_errors=True)
@@ -92,16 +201,50 @@ def ensure_base(recipe: BaseRecipe, rebuild: bool = False, log=print) -> tuple[s
         shutil.rmtree(path, ignore_errors=True)
         os.replace(os.path.join(work, "model"), path)
     shutil.rmtree(work, ignore_errors=True)
+    if shipped:
+        log(compare_with_shipped(path, shipped))
     return path, True
 
 
+def retrieval_scores(path: str, samples: int = 100, seed: int = 0, lengths=(256, 512, 1024)) -> dict:
+    """Greedy MK-2 accuracy of the model in `path` at each length (the evaluation's own run_nih)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..evaluation.run_nih import run_nih
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        summary = run_nih({"m": (model, AutoTokenizer.from_pretrained(path))}, ("mk2",), lengths, samples,
+                          seed=seed, show_progress=False)
+    return {n: summary["m"]["mk2"][n]["mean"] for n in lengths}
+
+
+def compare_with_shipped(rebuilt: str, shipped: str, samples: int = 100) -> str:
+    """One line: how the rebuilt base scores on MK-2 against the shipped one (same samples), also
+    written to rebuilt/comparison.json."""
+    try:
+        verify_base(shipped)
+    except UserError as err:
+        return f"rebuilt base at {rebuilt}; not compared with the shipped one ({err})"
+    ours, theirs = retrieval_scores(rebuilt, samples), retrieval_scores(shipped, samples)
+    with open(os.path.join(rebuilt, "comparison.json"), "w") as f:
+        json.dump({"samples": samples, "rebuilt": ours, "shipped": theirs}, f, indent=1)
+    cells = ", ".join(f"{n} tokens {ours[n]:.2f} vs {theirs[n]:.2f}" for n in ours)
+    gap = max(abs(ours[n] - theirs[n]) for n in ours)
+    return f"rebuilt base vs shipped base, greedy MK-2 on {samples} samples: {cells} (largest gap {gap:.2f})"
+
+
 def build_base(recipe: BaseRecipe, work_dir: str, log=print, callbacks: list | None = None) -> str:
-    """Pretrain the base model of `recipe` into work_dir/model (checkpoints in work_dir/trainer)."""
+    """Pretrain the base model of `recipe` into work_dir/model (checkpoints in work_dir/trainer), on a
+    GPU when there is one (the recipe is the same; a CPU build takes about an hour)."""
+    import torch
     from transformers import LlamaForCausalLM, Trainer, TrainingArguments, set_seed
 
     from ..train.chat_data import ChatCollator
 
     os.makedirs(work_dir, exist_ok=True)
+    claim_build_dir(recipe, work_dir)
     set_seed(recipe.seed)
     tokenizer = recipe_tokenizer(recipe, work_dir)
     data = pretraining_dataset(recipe, tokenizer)
@@ -111,11 +254,13 @@ def build_base(recipe: BaseRecipe, work_dir: str, log=print, callbacks: list | N
     trainer_dir = os.path.join(work_dir, "trainer")
     args = TrainingArguments(
         output_dir=trainer_dir, max_steps=recipe.steps, per_device_train_batch_size=recipe.batch_size,
-        learning_rate=recipe.learning_rate, lr_scheduler_type="cosine", warmup_steps=recipe.warmup,
-        weight_decay=0.01, adam_beta2=0.98, max_grad_norm=1.0, logging_steps=max(1, recipe.steps // 25),
-        save_strategy="steps", save_steps=max(1, recipe.steps // 8), save_total_limit=1, report_to=[],
-        use_cpu=True, seed=recipe.seed, dataloader_num_workers=0, disable_tqdm=False)
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=ChatCollator(tokenizer.pad_token_id), callbacks=callbacks)
+        learning_rate=recipe.learning_rate, warmup_steps=recipe.warmup, **schedule_args(recipe),
+        weight_decay=0.01, adam_beta2=0.98, max_grad_norm=1.0, logging_steps=max(1, recipe.steps // 100),
+        save_strategy="steps", save_steps=max(1, recipe.steps // 24), save_total_limit=1, report_to=[],
+        use_cpu=not torch.cuda.is_available(), seed=recipe.seed, dataloader_num_workers=0, disable_tqdm=False)
+    trainer_class = _in_order_trainer() if recipe.curriculum else Trainer
+    trainer = trainer_class(model=model, args=args, train_dataset=data, callbacks=callbacks,
+                            data_collator=ChatCollator(tokenizer.pad_token_id))
     checkpoints = glob.glob(os.path.join(trainer_dir, "checkpoint-*"))
     trainer.train(resume_from_checkpoint=bool(checkpoints) or None)
     out = os.path.join(work_dir, "model")
@@ -124,6 +269,43 @@ def build_base(recipe: BaseRecipe, work_dir: str, log=print, callbacks: list | N
     with open(os.path.join(out, "pretraining_log.json"), "w") as f:
         json.dump(trainer.state.log_history, f, indent=1)
     return out
+
+
+def _in_order_trainer():
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer
+
+    class InOrderTrainer(Trainer):
+        """Takes the blocks in dataset order (a curriculum's stages come one after another; each
+        stage's blocks are already shuffled, deterministically)."""
+
+        def _get_train_sampler(self, train_dataset=None):
+            return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+
+    return InOrderTrainer
+
+
+def claim_build_dir(recipe: BaseRecipe, work_dir: str) -> None:
+    """Record the recipe a build folder is for; refuse to resume another recipe's checkpoints there
+    (its data, tokenizer and model would not be the ones the checkpoints were made with)."""
+    path = os.path.join(work_dir, "building.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            digest = json.load(f).get("digest")
+        if digest != recipe.digest():
+            raise UserError(f"{work_dir} holds a build of another recipe ({digest}, not {recipe.digest()}): "
+                            "use another folder or delete it")
+        return
+    with open(path, "w") as f:
+        json.dump({"digest": recipe.digest(), "recipe": recipe.to_dict()}, f, indent=1)
+
+
+def schedule_args(recipe: BaseRecipe) -> dict:
+    """TrainingArguments for the recipe's learning-rate schedule."""
+    if recipe.schedule == "wsd":  # retrieval forms after a plateau: a rate that decays early stalls there
+        return {"lr_scheduler_type": "warmup_stable_decay",
+                "lr_scheduler_kwargs": {"num_decay_steps": max(1, int(recipe.decay * recipe.steps))}}
+    return {"lr_scheduler_type": recipe.schedule}
 
 
 def base_config(recipe: BaseRecipe, tokenizer):
@@ -148,21 +330,37 @@ def recipe_tokenizer(recipe: BaseRecipe, work_dir: str):
     if os.path.isfile(os.path.join(path, "tokenizer.json")):
         return AutoTokenizer.from_pretrained(path)
     # one token per digit: numbers are then copied digit by digit, which a tiny model learns quickly
-    tokenizer = train_tokenizer(tokenizer_texts(recipe.seed), vocab_size=recipe.vocab_size,
-                                split_digits=recipe.split_digits)
+    tokenizer = train_tokenizer(tokenizer_texts(recipe.seed, keys=recipe.compound_words),
+                                vocab_size=recipe.vocab_size, split_digits=recipe.split_digits,
+                                compound_words=recipe.compound_words)
     tokenizer.save_pretrained(path)
     return tokenizer
 
 
 def pretraining_dataset(recipe: BaseRecipe, tokenizer):
-    """The generated documents, tokenised and packed whole into blocks of at most seq_len tokens."""
+    """The generated documents, tokenised and packed whole into blocks of at most seq_len tokens. With a
+    curriculum: each stage's blocks (exactly its steps' worth, shuffled), then the last stage's."""
+    import random
+
     from datasets import Dataset
 
     from .corpus import pretraining_documents
 
-    docs = pretraining_documents(recipe.documents, recipe.seed + 1, recipe.mix)
-    examples = [tokenize_document(doc, tokenizer, recipe.seq_len, recipe.loss_on) for doc in docs]
-    return Dataset.from_list(pack_whole(examples, recipe.seq_len))
+    def blocks_of(n_docs: int, seed: int, mix: CorpusMix, length: int) -> list[dict]:
+        docs = pretraining_documents(n_docs, seed, mix)
+        return pack_whole([tokenize_document(doc, tokenizer, length, recipe.loss_on) for doc in docs], length)
+
+    rng = random.Random(recipe.seed)
+    blocks: list[dict] = []
+    for stage, (needles, steps, length) in enumerate(recipe.curriculum, start=1):
+        mix, wanted, made = dataclasses.replace(recipe.mix, max_needles=needles), steps * recipe.batch_size, []
+        while len(made) < wanted:  # documents in chunks until the stage has its blocks
+            made += blocks_of(300, recipe.seed + 1000 * stage + len(made), mix, length)
+        rng.shuffle(made)
+        blocks += made[:wanted]
+    last = blocks_of(recipe.documents, recipe.seed + 1, recipe.mix, recipe.seq_len)
+    rng.shuffle(last)
+    return Dataset.from_list(blocks + last)
 
 
 def tokenize_document(doc: dict | str, tokenizer, max_length: int, loss_on: str = "all") -> dict:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ..evaluation.stats import Estimate, paired_difference
 
 DIFFLORA = ("difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn")
+SHARED_KEYS = "difflora-shared-kv"  # issue 13's form; compared with the paper's variants, not counted among them
 NEAR = 0.15  # "near the base model": the whole interval of the difference within +-NEAR
 SMALL = 0.05  # attention mass: relative changes smaller than this count as no change
 
@@ -92,7 +93,26 @@ def findings(summaries: dict, scores: dict, models: tuple[str, ...], shots: tupl
             f.verdicts.append(direction(d))
         out.append(f)
     out += _diffora_findings(scores, models)
+    if SHARED_KEYS in models and diff_models:
+        out.append(_shared_keys_finding(scores, diff_models))
     return out
+
+
+def _shared_keys_finding(scores: dict, diff_models: list[str]) -> Finding:
+    """difflora-shared-kv against each paper variant on every per-sample metric: does giving up the
+    negative term's own keys (and the 1.5x cache) cost anything? A non-inferiority claim: agrees when
+    the whole interval is above -NEAR (not worse by more than NEAR), disagrees when it is wholly below."""
+    f = Finding("Shared keys (issue 13, not the paper)", f"Differential Transformer V2's shared-key form (K2 = K1, "
+                f"per-token lambda, the base model's cache) does as well as the paper's own-key variants (here: "
+                f"not worse by more than {NEAR}; degeneration counts lower as better)")
+    for task, sign in (("nih", 1), ("icl", 1), ("degeneration", -1)):
+        for m in diff_models:
+            d = paired_difference(_pool(scores, task, SHARED_KEYS), _pool(scores, task, m))
+            if d:
+                f.measured.append(f"{task}: {SHARED_KEYS} - {m} {show(d)}")
+                low, high = sorted((sign * d.low, sign * d.high))  # the difference with "better" positive
+                f.verdicts.append("agrees" if low >= -NEAR else "disagrees" if high < -NEAR else "cannot tell")
+    return f
 
 
 def _diffora_findings(scores: dict, models: tuple[str, ...]) -> list[Finding]:

@@ -48,7 +48,7 @@ class CorpusMix:
     icl: float = 0.15
     short_answer: float = 0.05
     max_needles: int = 6        # haystack units per retrieval context (needles or prose sentences)
-    questions: int = 4          # questions per retrieval context
+    questions: int = 4          # questions per retrieval context (each about another fact of the context)
     max_shots: int = 12
     retrieval_kinds: tuple[str, ...] = RETRIEVAL_KINDS  # "task:haystack" drawn uniformly per retrieval document
 
@@ -139,11 +139,18 @@ def pretraining_documents(n: int, seed: int, mix: CorpusMix = CorpusMix()) -> li
     return docs
 
 
-def tokenizer_texts(seed: int, n: int = 300) -> list[str]:
-    """Text to train the tokenizer on: every kind of document, a few hundred of each."""
+def key_words() -> list[str]:
+    """Every word key the needle generator can draw (RULER's adjective-noun pairs)."""
+    return [f"{a}-{n}" for a in haystack.ADJECTIVES for n in haystack.NOUNS]
+
+
+def tokenizer_texts(seed: int, n: int = 300, keys: bool = False) -> list[str]:
+    """Text to train the tokenizer on: every kind of document, a few hundred of each. keys: also every
+    word key, often enough that BPE (with compound words) makes each one a single token, so a key is
+    matched as one token, not as a pair of tokens that other keys share halves of."""
     rng = random.Random(seed)
     rows = icl.load_examples()
-    texts = []
+    texts = [" " + " ".join(key_words())] * 40 if keys else []
     for _ in range(n):
         conversation = (retrieval_conversation(rng, 6, 2) + icl_conversation(rng, rows, 6)
                         + short_answer_conversation(rng))

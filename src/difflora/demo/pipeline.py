@@ -20,7 +20,7 @@ from rich.console import Console
 
 from ..evaluation.results import write_json
 from ..models import ModelSpec, load_model
-from .base_model import ensure_base, is_built
+from .base_model import ensure_base
 from .plan import DIFFORA_MODELS, DemoPlan, check_plan, lora_params, selection_for
 from .state import DemoState, StopAfterStage, fingerprint
 
@@ -57,13 +57,13 @@ class Demo:
             self.base_path = self.plan.base_model
             return self.plan.base_model
         fingerprint = self.plan.recipe.digest()
-        from .base_model import base_dir
+        from .base_model import needs_build
 
-        if self.rebuild_base or not is_built(base_dir(self.plan.recipe)):
+        if self.rebuild_base or needs_build(self.plan.recipe):
             self.banner("base", "pretraining the default base model (once; cached for later runs)")
         started = time.time()
         path, built = ensure_base(self.plan.recipe, rebuild=self.rebuild_base, log=console.print)
-        console.print(("built and cached: " if built else "default base model (cached): ") + path)
+        console.print(("built and cached: " if built else "default base model: ") + path)
         self.base_path = path
         write_json(os.path.join(self.out, "base.json"), {"path": path, "built_now": built})
         if built or not self.state.is_done("base", fingerprint):

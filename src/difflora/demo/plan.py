@@ -16,7 +16,7 @@ from .base_model import QUICK_RECIPE, BaseRecipe
 from .state import fingerprint
 
 ALL_MODELS = ("lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "shared-diff",
-              "diffora-lora", "diffora-difflora")
+              "difflora-shared-kv", "diffora-lora", "diffora-difflora")
 # DiffoRA (issue 6): a selection (difflora select) picks the modules, then the kept adapters train
 # from their search weights. Each is compared with the uniform model named here.
 DIFFORA_MODELS = {"diffora-lora": "lora-8", "diffora-difflora": "difflora-64"}
@@ -99,7 +99,8 @@ def rank_overrides(hidden_size: int) -> dict[str, dict]:
     big, small = min(64, max(4, hidden_size // 4)), min(32, max(2, hidden_size // 8))
     both = dict(r=small, lora_alpha=2 * small, positive_r=small, positive_alpha=2 * small)
     return {"difflora-64": dict(r=big, lora_alpha=2 * big), "difflora-64-fixed": dict(r=big, lora_alpha=2 * big),
-            "difflora-32": both, "difflora-32-gn": both, "shared-diff": both}
+            "difflora-32": both, "difflora-32-gn": both, "shared-diff": both,
+            "difflora-shared-kv": dict(r=big, lora_alpha=2 * big)}
 
 
 def quick_plan() -> DemoPlan:

@@ -99,7 +99,7 @@ def _what_was_run(report: Report, plan: DemoPlan, base_path: str, adapters: dict
         hidden = config["hidden_size"]
         caps = rank_overrides(hidden)
         report.text(f"Ranks: the presets' r=64 and r=32 are sized for hidden 2048; on this base (hidden {hidden}) they are "
-                    f"capped at hidden/4 = {caps['difflora-64']['r']} (difflora-64, difflora-64-fixed) and hidden/8 = "
+                    f"capped at hidden/4 = {caps['difflora-64']['r']} (difflora-64, difflora-64-fixed, difflora-shared-kv) and hidden/8 = "
                     f"{caps['difflora-32']['r']} (difflora-32, difflora-32-gn, shared-diff), alpha = 2r as in the presets. "
                     "LoRA keeps r=8 on q, k, v, o, gate, up and down.")
     rows = []
@@ -137,6 +137,8 @@ def _describe_method(adapter_config: dict) -> str:
                  + (f" {adapter_config['lambda_init']}" if adapter_config.get("lambda_init") is not None else ""))
     if adapter_config.get("negative_base") == "shared":
         parts.append("shared base" + (", rescaled" if adapter_config.get("rescale") else ""))
+    if adapter_config.get("negative_keys") == "shared":
+        parts.append("shared keys (one attention call, base-size cache)")
     if adapter_config.get("group_norm"):
         parts.append("GroupNorm")
     return "DiffLoRA: " + ", ".join(parts)

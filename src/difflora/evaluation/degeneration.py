@@ -14,6 +14,7 @@ import re
 from importlib import resources
 
 from ..errors import UserError
+from ..textfiles import read_text
 from .generation import check_length, generate, n_tokens, render
 from .plots import grouped_bars
 from .results import progress_bar, write_results
@@ -66,8 +67,7 @@ def load_prompts(source: str | None = None) -> list[str]:
     if source is None:
         text, name = resources.files("difflora.resources").joinpath("degeneration_prompts.jsonl").read_text(), "bundled"
     elif os.path.isfile(source):
-        with open(source, encoding="utf-8") as f:
-            text, name = f.read(), source
+        text, name = read_text(source), source
     else:
         raise UserError(f"prompt file '{source}' does not exist")
     if name.endswith(".txt"):

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from ..errors import UserError
+from ..textfiles import read_text
 
 INSTRUCTION = ('Use the provided mapping from the text to label to assign a label to the text. '
                'Only output "label: {label}" and nothing else.')
@@ -48,8 +49,7 @@ def load_examples(source: str = BUNDLED, text_field: str = "text", label_field: 
         rows = _parse_jsonl(resources.files("difflora.resources").joinpath("icl_topics.jsonl").read_text(),
                             source, "text", "label")
     elif os.path.isfile(source):
-        with open(source, encoding="utf-8") as f:
-            rows = _parse_jsonl(f.read(), source, text_field, label_field)
+        rows = _parse_jsonl(read_text(source), source, text_field, label_field)
     elif os.path.isdir(source):  # a folder of data files, read by `datasets` (split = file name)
         rows = _load_dataset(source, text_field, label_field, split)
     elif source.endswith((".jsonl", ".json")) or (os.sep in source and not _looks_like_hub_id(source)):

@@ -24,6 +24,7 @@ import yaml
 from peft import get_peft_model
 from torch import nn
 
+from .. import compat
 from ..core.lambda_param import LearnedLambda
 from ..train.method import peft_config_for
 from .candidates import Candidate, adapter_submodules, candidate_module
@@ -62,7 +63,8 @@ def export_method(search_method: dict, kept: list[Candidate]) -> dict:
 def build_exported_model(base_model: nn.Module, method: dict, kept: list[Candidate], inherited: Inherited):
     """A PeftModel of the selected configuration on base_model (modified in place), holding the
     inherited weights with the architecture weights folded in where exact. Returns (model, folded)."""
-    model = get_peft_model(base_model, peft_config_for(method))
+    with compat.quiet_peft_deprecations():
+        model = get_peft_model(base_model, peft_config_for(method))
     for candidate in kept:
         parts = adapter_submodules(candidate_module(model, candidate), ADAPTER)
         saved = inherited.weights[candidate.module_name]

@@ -11,11 +11,11 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-import yaml
 
 from ..errors import UserError
 from ..models import load_base
-from ..train.config import TrainConfig, load_train_config
+from ..train.config import TrainConfig, load_train_config, read_yaml_config
+from ..validation import check_output_folder
 from .candidates import Candidate
 from .dam import DAM
 from .data import batches, search_splits
@@ -76,6 +76,8 @@ def run_selection(config: str | os.PathLike | dict, method: str | None = None, s
                               learning_rate=options.get("learning_rate", cfg.training.get("learning_rate", 1e-4)),
                               arch_learning_rate=options.get("arch_learning_rate", SearchSettings.arch_learning_rate))
     settings.check()
+    if options.get("out"):  # the config's output_dir is checked with the config
+        check_output_folder(options["out"], "the selection's output folder (out)")
 
     from transformers import set_seed
 
@@ -135,16 +137,7 @@ def _read_config(config) -> tuple[dict, dict]:
     if isinstance(config, dict):
         raw = dict(config)
     else:
-        path = os.fspath(config)
-        if not os.path.isfile(path):
-            raise UserError(f"config file '{path}' does not exist")
-        with open(path) as f:
-            try:
-                raw = yaml.safe_load(f) or {}
-            except yaml.YAMLError as exc:
-                raise UserError(f"config file '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from exc
-        if not isinstance(raw, dict):
-            raise UserError(f"config file '{path}' must hold a mapping (model:, output_dir:, method:, data:, ...)")
+        raw = read_yaml_config(os.fspath(config))
     options = dict(raw.pop("select", None) or {})
     if unknown := set(options) - set(SELECT_KEYS):
         raise UserError(f"unknown select key(s) {sorted(unknown)}; known: {', '.join(SELECT_KEYS)}")

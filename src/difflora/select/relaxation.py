@@ -21,6 +21,7 @@ import torch
 from peft import get_peft_model
 from torch import nn
 
+from .. import compat
 from ..errors import UserError
 from ..train.method import LORA_8, peft_config_for
 from .candidates import LORA_KINDS, Candidate, candidate_module, enumerate_candidates, lora_target_names
@@ -94,7 +95,8 @@ def _lora_model(base_model, method):
     layers = _layer_list(fields.get("layers_to_transform"))
     search_method = {"type": "lora", **{k: v for k, v in fields.items() if k not in SEARCH_SPACE_KEYS}}
     names = lora_target_names(base_model, tuple(kinds), layers)
-    model = get_peft_model(base_model, peft_config_for({**search_method, "target_modules": names}))
+    with compat.quiet_peft_deprecations():
+        model = get_peft_model(base_model, peft_config_for({**search_method, "target_modules": names}))
     return model, search_method
 
 
@@ -103,7 +105,8 @@ def _difflora_model(base_model, method):
     search_method["type"] = "difflora"
     layers = _layer_list(method.get("layers_to_transform"))
     config_method = {**search_method, **({"layers_to_transform": layers} if layers else {})}
-    model = get_peft_model(base_model, peft_config_for(config_method))
+    with compat.quiet_peft_deprecations():
+        model = get_peft_model(base_model, peft_config_for(config_method))
     return model, search_method
 
 
@@ -137,7 +140,7 @@ def _attach_difflora_gate(layer: nn.Module, index: int, arch: ArchitectureWeight
     def mix_with_base(module, args, kwargs, output):
         if module.disable_adapters or module._active() is None:
             return output
-        if kwargs.get("past_key_values") is not None:
+        if any(kwargs.get(name) is not None for name in compat.CACHE_KWARGS):
             raise RuntimeError("the DiffoRA relaxation recomputes the plain attention and cannot share a KV cache: "
                                "run the search model with use_cache=False")
         base = module.base_layer(*args, **kwargs)[0]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import UserError
+from ..textfiles import read_lines
 
 ROLES = ("system", "user", "assistant")
 IGNORE_INDEX = -100
@@ -60,22 +61,21 @@ def _looks_like_path(source: str) -> bool:
 
 def _read_jsonl(path: str, skip_bad_rows: bool, stats: ReadStats) -> list[list[dict]]:
     out = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            stats.rows += 1
-            try:
-                row = json.loads(line)
-                out.append(validate_conversation(row))
-            except (json.JSONDecodeError, ValueError) as exc:
-                reason = f"invalid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
-                where = f"{path}:{line_no}: {reason}"
-                if not skip_bad_rows:
-                    raise UserError(f"{where} (fix the row, or set data.skip_bad_rows: true to skip bad rows)") from None
-                stats.skipped += 1
-                if len(stats.problems) < 5:
-                    stats.problems.append(where)
+    for line_no, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        stats.rows += 1
+        try:
+            row = json.loads(line)
+            out.append(validate_conversation(row))
+        except (json.JSONDecodeError, ValueError) as exc:
+            reason = f"invalid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            where = f"{path}:{line_no}: {reason}"
+            if not skip_bad_rows:
+                raise UserError(f"{where} (fix the row, or set data.skip_bad_rows: true to skip bad rows)") from None
+            stats.skipped += 1
+            if len(stats.problems) < 5:
+                stats.problems.append(where)
     return out
 
 

@@ -12,10 +12,13 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from ..models import check_local_model_path
+from ..textfiles import read_text
+from .settings import check_settings
 
 METHOD_TYPES = ("difflora", "lora", "full")
 TOP_LEVEL_KEYS = ("model", "tokenizer", "output_dir", "method", "data", "training", "dtype", "attn_implementation",
-                  "init_from")
+                  "init_from", "quantization")
 # Sections whose string values that read as numbers are numbers (paths and names elsewhere stay strings).
 NUMERIC_SECTIONS = ("method", "training")
 
@@ -44,6 +47,8 @@ class TrainConfig:
     # a PEFT adapter folder of the same method whose weights the adapters start from (e.g. the
     # weights a DiffoRA search learned: `difflora select` writes this key); None: the usual init
     init_from: str | None = None
+    # the base's weights in 4 or 8 bits (QLoRA): nf4, fp4, int8 or a mapping (difflora.quantization); None: as saved
+    quantization: str | dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -63,14 +68,23 @@ def load_train_config(source: str | os.PathLike | dict, overrides: list[str] | N
 def _read(source) -> dict:
     if isinstance(source, dict):
         return copy.deepcopy(source)
-    path = os.fspath(source)
+    return read_yaml_config(os.fspath(source))
+
+
+def read_yaml_config(path: str) -> dict:
+    """A YAML config file as a dict; a missing, non-UTF-8 or malformed file is a one-line UserError
+    naming the file and, for a syntax error, the line and column."""
+    if os.path.isdir(path):
+        raise UserError(f"config file '{path}' is a folder; give a YAML file")
     if not os.path.isfile(path):
         raise UserError(f"config file '{path}' does not exist")
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
+        raw = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"config file '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        what = ": ".join(filter(None, [getattr(exc, "context", None), getattr(exc, "problem", None)]))
+        raise UserError(f"{where}: not valid YAML ({what or str(exc).splitlines()[0]}); fix the config file there") from None
     if not isinstance(raw, dict):
         raise UserError(f"config file '{path}' must hold a mapping (model:, output_dir:, method:, data:, training:)")
     return raw
@@ -118,16 +132,32 @@ def _build(raw: dict, where: str) -> TrainConfig:
     data_fields = {f.name for f in dataclasses.fields(DataConfig)}
     if unknown := set(data) - data_fields:
         raise UserError(f"{where}: unknown data key(s) {sorted(unknown)}; known: {', '.join(sorted(data_fields))}")
+    if not data.get("train"):
+        raise UserError(f"{where}: data.train is required: a chat JSONL file, a folder of them, or a datasets name")
+    check_training_keys(dict(raw.get("training") or {}), where)
+    check_settings(raw, where)  # types and ranges of every setting (train/settings.py)
     data = DataConfig(**data)
-    _check_data(data, where)
+    for key, what in (("model", "model"), ("tokenizer", "tokenizer")):
+        if raw.get(key):
+            check_local_model_path(str(raw[key]), what)
     method = dict(raw.get("method") or {"type": "difflora", "preset": "difflora-64-fixed"})
     check_method(method, where)
     training = dict(raw.get("training") or {})
-    check_training_keys(training, where)
     return TrainConfig(model=str(raw["model"]), output_dir=str(raw["output_dir"]), method=method,
                        data=data, training=training, tokenizer=raw.get("tokenizer"),
                        dtype=raw.get("dtype") or "auto", attn_implementation=raw.get("attn_implementation"),
-                       init_from=_check_init_from(raw.get("init_from"), method, where))
+                       init_from=_check_init_from(raw.get("init_from"), method, where),
+                       quantization=_check_quantization(raw.get("quantization"), method, where))
+
+
+def _check_quantization(value, method: dict, where: str):
+    """The quantization setting as written (checked now, built when the model loads)."""
+    from ..quantization import parse_quantization
+
+    if parse_quantization(value, f"{where}: quantization") is not None and method.get("type") == "full":
+        raise UserError(f"{where}: a quantized base cannot be fully fine-tuned (its 4/8-bit weights do not train); "
+                        "use method type difflora or lora, or remove quantization")
+    return value
 
 
 def _check_init_from(path, method: dict, where: str) -> str | None:
@@ -139,17 +169,6 @@ def _check_init_from(path, method: dict, where: str) -> str | None:
     if not os.path.isfile(os.path.join(str(path), "adapter_config.json")):
         raise UserError(f"{where}: init_from '{path}' is not a PEFT adapter folder (no adapter_config.json in it)")
     return str(path)
-
-
-def _check_data(data: DataConfig, where: str) -> None:
-    if not data.train:
-        raise UserError(f"{where}: data.train is required: a chat JSONL file, a folder of them, or a datasets name")
-    if not isinstance(data.max_length, int) or isinstance(data.max_length, bool) or data.max_length < 2:
-        raise UserError(f"{where}: data.max_length must be an integer >= 2 (tokens), got {data.max_length!r}")
-    if not isinstance(data.eval_fraction, (int, float)) or not 0 <= data.eval_fraction < 1:
-        raise UserError(f"{where}: data.eval_fraction must be in [0, 1), got {data.eval_fraction!r}")
-    if data.max_examples is not None and (not isinstance(data.max_examples, int) or data.max_examples < 1):
-        raise UserError(f"{where}: data.max_examples must be a positive integer or null, got {data.max_examples!r}")
 
 
 def check_method(method: dict, where: str = "config") -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 from peft import LoraConfig, get_peft_model
 
+from .. import compat
 from ..tuner.config import DiffLoRAConfig
 
 # The paper's baseline (FullLoRA): r=8 on every linear module of the decoder layers.
@@ -31,9 +30,7 @@ def prepare_model(model, method: dict):
         for p in model.parameters():
             p.requires_grad_(True)
         return model
-    with warnings.catch_warnings():
-        # peft 0.21 reads model.is_gradient_checkpointing, which transformers 5 deprecates: not ours to act on
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with compat.quiet_peft_deprecations():
         return get_peft_model(model, config)
 
 

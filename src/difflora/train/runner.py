@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -21,10 +22,12 @@ from transformers import AutoTokenizer, PrinterCallback, TrainingArguments, set_
 from transformers.utils import logging as hf_logging
 
 from ..errors import UserError
-from ..models import load_base
+from ..models import check_model_source, load_base
+from ..quantization import prepare_for_training
 from .chat_data import ChatCollator, ReadStats, build_dataset
 from .checkpoints import latest_complete_checkpoint
 from .config import TrainConfig, load_train_config
+from .fsdp import check_fsdp_arguments
 from .method import load_initial_weights, method_label, prepare_model
 from .trainer import DiffLoRATrainer
 
@@ -32,7 +35,7 @@ DONE_MARKER = "training_complete.json"  # written last: its presence means the r
 RUN_CONFIG = "run_config.yaml"
 _ARG_NAMES = {f.name for f in dataclasses.fields(TrainingArguments)}
 CHECKPOINTING = "activation_checkpointing" if "activation_checkpointing" in _ARG_NAMES else "gradient_checkpointing"
-RESUME_KEYS = ("model", "tokenizer", "method", "data")  # what a checkpoint must agree with to be resumed
+RESUME_KEYS = ("model", "tokenizer", "method", "data", "quantization")  # what a checkpoint must agree with to be resumed
 
 # Our defaults where TrainingArguments' own differ from what a DiffLoRA run wants.
 DEFAULT_TRAINING = dict(
@@ -89,8 +92,8 @@ def run_training(config: TrainConfig | dict | str, overrides: list[str] | None =
     """Train, or finish an interrupted run (resume=True picks up the newest complete checkpoint),
     or return at once if output_dir already holds a completed run of the same config.
 
-    quiet=True prints nothing (no progress bars, no log lines, no TensorBoard); callbacks are extra
-    transformers.TrainerCallback objects."""
+    quiet=True prints nothing (no progress bars, no log lines, no TensorBoard) but a one-line notice
+    for each damaged checkpoint set aside; callbacks are extra transformers.TrainerCallback objects."""
     cfg = config if isinstance(config, TrainConfig) else load_train_config(config, overrides)
     finished = completed_run(cfg)
     if finished is not None:
@@ -101,6 +104,7 @@ def run_training(config: TrainConfig | dict | str, overrides: list[str] | None =
 
 def _train(cfg: TrainConfig, resume: bool, quiet: bool, callbacks: list | None) -> TrainResult:
     args = _training_arguments(cfg, quiet, has_eval=bool(cfg.data.eval or cfg.data.eval_fraction))
+    check_fsdp_arguments(args)  # an FSDP setting that would train unsharded is refused (train/fsdp.py)
     with args.main_process_first(local=False, desc="checking output_dir"):
         checkpoint = _prepare_output_dir(cfg, args, resume)
     set_seed(args.seed)
@@ -117,6 +121,7 @@ def _train(cfg: TrainConfig, resume: bool, quiet: bool, callbacks: list | None) 
         trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the progress bar for a log printer
     elif trainer.is_world_process_zero():
         _print_start(cfg, model, len(train_set), stats, checkpoint)
+    _record_config(cfg, args)
     started = time.time()
     output = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = dict(output.metrics, wall_seconds=round(time.time() - started, 1))
@@ -153,8 +158,11 @@ def completed_run(cfg: TrainConfig) -> TrainResult | None:
     marker = os.path.join(cfg.output_dir, DONE_MARKER)
     if not os.path.isfile(marker):
         return None
-    with open(marker) as f:
-        saved = json.load(f)
+    try:
+        with open(marker) as f:
+            saved = json.load(f)
+    except ValueError as exc:
+        raise UserError(f"{marker} is damaged ({exc}); delete it to train this run again") from None
     if _comparable(saved.get("config", {})) != _comparable(cfg.to_dict()):
         raise UserError(f"'{cfg.output_dir}' holds a finished run of a different config (see its run_config.yaml): "
                         "choose another output_dir or delete that folder")
@@ -173,12 +181,12 @@ def _comparable(config: dict, keys: tuple[str, ...] | None = None) -> dict:
 
 def _prepare_output_dir(cfg: TrainConfig, args: TrainingArguments, resume: bool) -> str | None:
     """The checkpoint to resume from (None: start afresh), after checking it was made by the same
-    model, method and data; records this run's config. Runs on the main process first, since it
-    may set aside a half-written checkpoint."""
+    model, method and data. Runs on the main process first, since it may set aside a half-written
+    or damaged checkpoint."""
     if not resume:
         checkpoint = None
     else:
-        checkpoint = latest_complete_checkpoint(cfg.output_dir, set_aside=args.should_save)
+        checkpoint = latest_complete_checkpoint(cfg.output_dir, set_aside=args.should_save, notify=_notice)
     saved_path = os.path.join(cfg.output_dir, RUN_CONFIG)
     if checkpoint and os.path.isfile(saved_path):
         with open(saved_path) as f:
@@ -186,20 +194,32 @@ def _prepare_output_dir(cfg: TrainConfig, args: TrainingArguments, resume: bool)
         if _comparable(saved, RESUME_KEYS) != _comparable(cfg.to_dict(), RESUME_KEYS):
             raise UserError(f"'{cfg.output_dir}' holds checkpoints of a run with a different model, method or data "
                             f"(see {saved_path}): choose another output_dir, or delete that folder to start over")
+    return checkpoint
+
+
+def _record_config(cfg: TrainConfig, args: TrainingArguments) -> None:
+    """run_config.yaml, written once the tokenizer, data and model have loaded: a run refused for
+    bad input leaves nothing in output_dir."""
     if args.should_save:
         os.makedirs(cfg.output_dir, exist_ok=True)
-        with open(saved_path, "w") as f:
+        with open(os.path.join(cfg.output_dir, RUN_CONFIG), "w") as f:
             yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-    return checkpoint
+
+
+def _notice(message: str) -> None:
+    """A one-line notice on stderr (even with quiet: it says that files were moved)."""
+    print(f"difflora train: {message}", file=sys.stderr)
 
 
 def _load_tokenizer(cfg: TrainConfig):
     source = cfg.tokenizer or cfg.model
-    if not os.path.isdir(source) and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise UserError(f"'{source}' is not a local folder and the hub is offline (HF_HUB_OFFLINE=1)")
+    check_model_source(source, "tokenizer" if cfg.tokenizer else "model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
+        if not os.path.isdir(source):  # a hub id that did not load: say so, not what the tokenizer lacks
+            raise UserError(f"'{source}' is neither a local folder nor reachable on the hub "
+                            f"({type(exc).__name__}); give a model folder or a hub id") from exc
         raise UserError(f"cannot load a tokenizer from '{source}' ({str(exc).splitlines()[0][:160]}); "
                         "give a model folder with its tokenizer, or tokenizer: PATH") from exc
     if tokenizer.chat_template is None:
@@ -214,7 +234,9 @@ def _load_model(cfg: TrainConfig):
     dtype = cfg.dtype
     if dtype == "auto":
         dtype = "bfloat16" if cfg.training.get("bf16") else "float32"
-    model, _ = load_base(cfg.model, dtype=dtype, attn_implementation=cfg.attn_implementation)
+    model, _ = load_base(cfg.model, dtype=dtype, attn_implementation=cfg.attn_implementation,
+                         quantization=cfg.quantization)
+    model = prepare_for_training(model)  # a quantized base as QLoRA prepares it; a float base is untouched
     if _checkpointing_names(cfg.training).get(CHECKPOINTING):
         model.config.use_cache = False  # the cache is useless in training and clashes with recomputation
     return model

@@ -10,6 +10,7 @@ from transformers import Trainer
 
 from ..errors import UserError
 from ..inspect import difflora_layers, lambdas
+from . import fsdp
 
 
 class TrainingDivergedError(UserError):
@@ -17,7 +18,15 @@ class TrainingDivergedError(UserError):
 
 
 class DiffLoRATrainer(Trainer):
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        fsdp.promote_cpu_fsdp(self)  # CPU processes: Accelerate would silently drop FSDP (train/fsdp.py)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if not getattr(self, "_sharding_checked", False):  # once, on the model Accelerate prepared
+            self._sharding_checked = True
+            if fsdp.fsdp_requested(self.args):
+                fsdp.check_sharded(model)
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss).all():
             self._diverged(f"the loss became {loss.item()}", step=self.state.global_step + 1)  # the step in progress

@@ -20,10 +20,20 @@ PRESETS: dict[str, dict[str, Any]] = {
                            lambda_init=None, group_norm=True),
     "shared-diff": dict(r=32, lora_alpha=64, positive_r=32, positive_alpha=64, negative_base="shared",
                         lambda_mode="fixed", lambda_init=0.1, rescale=True),
+    # Differential Transformer V2's form (issue 13): Q2 attends with the positive term's keys, so the
+    # cache and the attention call are the base model's; lambda per token and head. r/alpha are
+    # difflora-64's, so the only differences from the paper's best row are the keys and lambda.
+    "difflora-shared-kv": dict(r=64, lora_alpha=128, positive_r=0, negative_keys="shared", lambda_mode="token",
+                               lambda_init=None),
+    # The same keys and lambda on shared-diff's base: Q2 = W_Q x + (B = 0) update and the rescale make
+    # it start exactly at the pretrained model.
+    "shared-diff-kv": dict(r=32, lora_alpha=64, positive_r=32, positive_alpha=64, negative_base="shared",
+                           negative_keys="shared", lambda_mode="token", lambda_init=0.1, rescale=True),
 }
 
 NEGATIVE_BASES = ("none", "shared")
-LAMBDA_MODES = ("fixed", "learned")
+NEGATIVE_KEYS = ("own", "shared")
+LAMBDA_MODES = ("fixed", "learned", "token")
 
 
 @dataclass
@@ -33,6 +43,8 @@ class DiffLoRAConfig(PeftConfig):
     Every transformed attention layer computes
         O = [softmax(Q1 K1^T s + M) - lambda * softmax(Q2 K2^T s + M)] V,
     with Q2/K2 from new low-rank projections (rank `r`), optionally LoRA on Q1/K1 (rank `positive_r`).
+    negative_keys="shared" sets K2 = K1 (one attention call, the base model's cache); lambda_mode="token"
+    makes lambda a per-token, per-head sigmoid(w_h . x_t + b_h).
     """
 
     r: int = field(default=64, metadata={"help": "Rank of the negative (Q2/K2) projections."})
@@ -44,7 +56,14 @@ class DiffLoRAConfig(PeftConfig):
         default="none",
         metadata={"help": "'none': Q2/K2 purely low-rank (paper). 'shared': Q2 = W_Q x + low-rank (Shared DIFF)."},
     )
-    lambda_mode: str = field(default="learned", metadata={"help": "'fixed' or 'learned'."})
+    negative_keys: str = field(
+        default="own",
+        metadata={"help": "'own': K2 from its own low-rank projection (paper). 'shared': K2 = K1 (base-size cache)."},
+    )
+    lambda_mode: str = field(
+        default="learned",
+        metadata={"help": "'fixed', 'learned' (one scalar per layer) or 'token' (sigmoid(w_h . x_t + b_h))."},
+    )
     lambda_init: float | None = field(
         default=None, metadata={"help": "A constant, or None for the depth schedule 0.8 - 0.6 exp(-0.3 l)."}
     )
@@ -88,6 +107,8 @@ class DiffLoRAConfig(PeftConfig):
             bad(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if self.negative_base not in NEGATIVE_BASES:
             bad(f"negative_base must be one of {NEGATIVE_BASES}, got {self.negative_base!r}")
+        if self.negative_keys not in NEGATIVE_KEYS:
+            bad(f"negative_keys must be one of {NEGATIVE_KEYS}, got {self.negative_keys!r}")
         if self.lambda_mode not in LAMBDA_MODES:
             bad(f"lambda_mode must be one of {LAMBDA_MODES}, got {self.lambda_mode!r}")
         if self.lambda_init is not None:
@@ -95,6 +116,9 @@ class DiffLoRAConfig(PeftConfig):
                 bad(f"lambda_init must be a finite number or None (depth schedule), got {self.lambda_init!r}")
             if (self.rescale or self.group_norm) and self.lambda_init == 1.0:
                 bad("lambda_init = 1 makes the (1 - lambda_init) factor of rescale/group_norm zero")
+            if self.lambda_mode == "token" and not 0.0 < self.lambda_init < 1.0:
+                bad(f"lambda_mode 'token' starts lambda = sigmoid(b) at lambda_init, so it must lie in (0, 1), "
+                    f"got {self.lambda_init!r}")
         if self.rescale and self.group_norm:
             bad("rescale and group_norm cannot be combined: group_norm already multiplies by (1 - lambda_init)")
         if self.layers_to_transform is not None:
@@ -104,8 +128,8 @@ class DiffLoRAConfig(PeftConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> DiffLoRAConfig:
-        """A paper preset ("difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn",
-        "shared-diff"), with any field overridden."""
+        """A preset ("difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "shared-diff",
+        "difflora-shared-kv", "shared-diff-kv"), with any field overridden."""
         if name not in PRESETS:
             raise ValueError(f"unknown DiffLoRA preset '{name}': known presets are {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})

@@ -2,10 +2,13 @@
 
 It keeps the pretrained module untouched as `base_layer` (W_Q, W_K, W_V, W_O frozen and never
 saved with the adapter) and adds, per adapter name:
-  difflora_q2 / difflora_k2   negative low-rank projections (always)
+  difflora_q2 / difflora_k2   negative low-rank projections (q2 always; k2 unless negative_keys == "shared",
+                              where K2 = K1 and both terms run as one attention call)
   difflora_q1 / difflora_k1   positive LoRA on Q1/K1 (when positive_r > 0)
-  difflora_lambda             learned lambda (when lambda_mode == "learned")
+  difflora_lambda             learned lambda (lambda_mode "learned": LearnedLambda; "token": TokenLambda)
   difflora_norm               per-head RMSNorm (when group_norm)
+  difflora_dropout            one dropout per adapter projection (q1, k1, q2, k2), so each draws its
+                              own mask, as in the authors' layer and PEFT's LoRA
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from .. import compat
-from ..core.attention import HeadRMSNorm, differential_attention
-from ..core.lambda_param import LearnedLambda, resolve_lambda_init
+from ..core.attention import HeadRMSNorm, differential_attention, shared_key_attention, stack_head_pairs
+from ..core.lambda_param import LearnedLambda, TokenLambda, resolve_lambda_init
 from ..core.lowrank import LowRank
 from .config import DiffLoRAConfig
 
@@ -30,9 +33,13 @@ class LayerSettings:
     lambda_mode: str
     lambda_init: float
     negative_base: str
+    shared_keys: bool
     group_norm: bool
     rescale: bool
     has_positive: bool
+
+
+PROJECTIONS = ("q1", "k1", "q2", "k2")
 
 
 class DiffLoRAAttention(nn.Module, BaseTunerLayer):
@@ -45,6 +52,8 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         super().__init__()
         self.base_layer = base_layer
         self.family = family
+        # Refuse an attention interface we do not reproduce before anything is built (no silent drift).
+        self.cache_kwarg = compat.check_attention_module(base_layer, family)
         self.rotary = compat.rotary_function(family)
         self.layer_idx = compat.layer_index(base_layer)
         self.difflora_q1 = nn.ModuleDict()
@@ -61,13 +70,14 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         self._active_adapter = adapter_name
         self.capture_maps = False  # set by difflora.attention_maps for one forward
         self.captured: dict | None = None
+        self.last_token_lambda: torch.Tensor | None = None  # lambda_mode "token": (batch, query, heads) of the last forward
         self.update_layer(adapter_name, config)
 
     # ----------------------------------------------------------------------------------------
     # construction
     def update_layer(self, adapter_name: str, config: DiffLoRAConfig) -> None:
         base = self.base_layer
-        hidden, q_out, kv_out = base.q_proj.in_features, base.q_proj.out_features, base.k_proj.out_features
+        hidden, q_out, kv_out = compat.projection_shapes(base, self.family)
         lambda_init = resolve_lambda_init(config.lambda_init, self.layer_idx)
         if (config.rescale or config.group_norm) and abs(1.0 - lambda_init) < 1e-6:
             raise ValueError(f"layer {self.layer_idx}: lambda_init = 1 leaves nothing to rescale by")
@@ -75,6 +85,7 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
             lambda_mode=config.lambda_mode,
             lambda_init=lambda_init,
             negative_base=config.negative_base,
+            shared_keys=config.negative_keys == "shared",
             group_norm=config.group_norm,
             rescale=config.rescale,
             has_positive=config.positive_r > 0,
@@ -83,15 +94,21 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         # both factors random or they can never leave zero.
         neg_init = "lora" if config.negative_base == "shared" else "paper"
         self.difflora_q2[adapter_name] = LowRank(hidden, q_out, config.r, config.lora_alpha, neg_init)
-        self.difflora_k2[adapter_name] = LowRank(hidden, kv_out, config.r, config.lora_alpha, neg_init)
+        if config.negative_keys == "own":
+            self.difflora_k2[adapter_name] = LowRank(hidden, kv_out, config.r, config.lora_alpha, neg_init)
         if config.positive_r > 0:
             self.difflora_q1[adapter_name] = LowRank(hidden, q_out, config.positive_r, config.positive_alpha, "lora")
             self.difflora_k1[adapter_name] = LowRank(hidden, kv_out, config.positive_r, config.positive_alpha, "lora")
         if config.lambda_mode == "learned":
             self.difflora_lambda[adapter_name] = LearnedLambda(base.head_dim, lambda_init)
+        elif config.lambda_mode == "token":
+            self.difflora_lambda[adapter_name] = TokenLambda(hidden, q_out // base.head_dim, lambda_init)
         if config.group_norm:
             self.difflora_norm[adapter_name] = HeadRMSNorm(base.head_dim)
-        self.difflora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout else nn.Identity()
+        self.difflora_dropout[adapter_name] = nn.ModuleDict({
+            projection: nn.Dropout(config.lora_dropout) if config.lora_dropout else nn.Identity()
+            for projection in PROJECTIONS
+        })
         self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters)
 
@@ -107,8 +124,13 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
 
     # ----------------------------------------------------------------------------------------
     # lambda
-    def current_lambda(self, adapter_name: str) -> torch.Tensor:
+    def current_lambda(self, adapter_name: str, hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+        """A float32 scalar, or (batch, query, heads) for lambda_mode "token" (which needs the layer input)."""
         settings = self.settings[adapter_name]
+        if settings.lambda_mode == "token":
+            if hidden_states is None:
+                raise ValueError("a per-token lambda depends on the input: pass the layer's hidden states")
+            return self.difflora_lambda[adapter_name](hidden_states)
         if settings.lambda_mode == "learned":
             return self.difflora_lambda[adapter_name]()
         return torch.tensor(settings.lambda_init, dtype=torch.float32)
@@ -137,61 +159,31 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         self.merged_positive.discard(adapter_name)
 
     def _add_positive_to_base(self, adapter_name: str, sign: float) -> None:
-        base = self.base_layer
-        pairs = ((base.q_proj, self.difflora_q1[adapter_name]), (base.k_proj, self.difflora_k1[adapter_name]))
+        w_q, w_k = compat.query_key_weights(self.base_layer, self.family)  # views of a fused qkv weight
         with torch.no_grad():
-            for proj, lowrank in pairs:
-                proj.weight += sign * lowrank.delta_weight().to(device=proj.weight.device, dtype=proj.weight.dtype)
+            for weight, lowrank in ((w_q, self.difflora_q1[adapter_name]), (w_k, self.difflora_k1[adapter_name])):
+                weight += sign * lowrank.delta_weight().to(device=weight.device, dtype=weight.dtype)
 
     # ----------------------------------------------------------------------------------------
     # forward
-    def _adapter(self, modules: nn.ModuleDict, name: str, x: torch.Tensor) -> torch.Tensor:
-        lowrank = modules[name]
-        out = lowrank(self._cast_input_dtype(x, lowrank.A.weight.dtype))
-        return out
+    def _adapter(self, projection: str, name: str, x: torch.Tensor) -> torch.Tensor:
+        lowrank = getattr(self, f"difflora_{projection}")[name]
+        x = self.difflora_dropout[name][projection](x)  # a fresh mask per projection
+        return lowrank(self._cast_input_dtype(x, lowrank.A.weight.dtype)).to(x.dtype)
 
-    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, past_key_values=None, **kwargs):
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+        # The decoder layer names the cache `cache` (transformers >= 5.24) or `past_key_values`.
+        cache = compat.pop_cache(kwargs)
         adapter = None if self.disable_adapters else self._active()
         if adapter is None:
             return self.base_layer(hidden_states, position_embeddings=position_embeddings,
-                                   attention_mask=attention_mask, past_key_values=past_key_values, **kwargs)
-        base, settings = self.base_layer, self.settings[adapter]
-        dtype = hidden_states.dtype
-        head_shape = (*hidden_states.shape[:-1], -1, base.head_dim)
-        x_adapter = self.difflora_dropout[adapter](hidden_states)
-
-        q_base, k_base, v = base.q_proj(hidden_states), base.k_proj(hidden_states), base.v_proj(hidden_states)
-        q1, k1 = q_base, k_base
-        if settings.has_positive and adapter not in self.merged_positive:
-            q1 = q1 + self._adapter(self.difflora_q1, adapter, x_adapter).to(dtype)
-            k1 = k1 + self._adapter(self.difflora_k1, adapter, x_adapter).to(dtype)
-        q2 = self._adapter(self.difflora_q2, adapter, x_adapter).to(dtype)
-        k2 = self._adapter(self.difflora_k2, adapter, x_adapter).to(dtype)
-        if settings.negative_base == "shared":
-            q2, k2 = q_base + q2, k_base + k2
-
-        q_norm, k_norm = compat.qk_norms(base, self.family)
-        q1, q2 = (q_norm(t.view(head_shape)).transpose(1, 2) for t in (q1, q2))
-        k1, k2 = (k_norm(t.view(head_shape)).transpose(1, 2) for t in (k1, k2))
-        v = v.view(head_shape).transpose(1, 2)
-
-        cos, sin = position_embeddings
-        q1, k1 = self.rotary(q1, k1, cos, sin)
-        q2, k2 = self.rotary(q2, k2, cos, sin)
-
-        if past_key_values is not None:
-            # K2 is cached beside K1 in the key slot (transformers 5 caches allow keys wider than values).
-            keys, v = past_key_values.update(torch.cat([k1, k2], dim=-1), v, base.layer_idx)
-            k1, k2 = keys.split(base.head_dim, dim=-1)
-
-        lam = self.current_lambda(adapter).to(hidden_states.device)
-        out, maps = differential_attention(
-            compat.attention_backend(base), base, (q1, k1), (q2, k2), v, attention_mask, lam,
-            dropout=0.0 if not self.training else base.attention_dropout,
-            scaling=base.scaling,
-            **compat.sliding_window_kwargs(base, self.family),
-            **kwargs,
-        )
+                                   attention_mask=attention_mask, **{self.cache_kwarg: cache}, **kwargs)
+        settings = self.settings[adapter]
+        lam = self.current_lambda(adapter, hidden_states).to(hidden_states.device)
+        if settings.lambda_mode == "token":
+            self.last_token_lambda = lam.detach()  # a reference, no copy: difflora.lambdas summarises it
+        attend = self._shared_key_attention if settings.shared_keys else self._own_key_attention
+        out, maps = attend(adapter, hidden_states, position_embeddings, attention_mask, cache, lam, kwargs)
         if self.capture_maps:
             self.captured = {"positive": maps[0], "negative": maps[1], "lambda": lam.detach().float().cpu()}
         if settings.group_norm:
@@ -199,7 +191,79 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         elif settings.rescale:
             out = out / (1.0 - settings.lambda_init)
         out = out.reshape(*hidden_states.shape[:-1], -1).contiguous()
-        return base.o_proj(out), None
+        return self.base_layer.o_proj(out), None
+
+    def _queries_and_keys(self, adapter: str, hidden_states: torch.Tensor):
+        """Q1, K1, Q2 and V (batch, query, width) before head split, norms and rotary; K2 is separate."""
+        base, settings = self.base_layer, self.settings[adapter]
+        q_base, k_base, v = compat.project_qkv(base, self.family, hidden_states)
+        q1, k1 = q_base, k_base
+        merged = adapter in self.merged_positive
+        if settings.has_positive and not merged:
+            q1 = q1 + self._adapter("q1", adapter, hidden_states)
+            k1 = k1 + self._adapter("k1", adapter, hidden_states)
+        elif merged and settings.negative_base == "shared":
+            # W_Q/W_K hold the folded positive update, but the shared negative term is built on the
+            # pretrained projections: take the update back out for it.
+            q_base = q_base - self._adapter("q1", adapter, hidden_states)
+            k_base = k_base - self._adapter("k1", adapter, hidden_states)
+        q2 = self._adapter("q2", adapter, hidden_states)
+        if settings.negative_base == "shared":
+            q2 = q_base + q2
+        return q1, k1, q2, k_base, v
+
+    def _backend_kwargs(self, kwargs: dict) -> dict:
+        base = self.base_layer
+        return dict(dropout=0.0 if not self.training else base.attention_dropout, scaling=base.scaling,
+                    **compat.backend_kwargs(base, self.family), **kwargs)
+
+    def _own_key_attention(self, adapter, hidden_states, position_embeddings, attention_mask, cache, lam, kwargs):
+        """The paper's form: K2 from its own adapter, cached beside K1; two backend calls."""
+        base, settings = self.base_layer, self.settings[adapter]
+        head_shape = (*hidden_states.shape[:-1], -1, base.head_dim)
+        q1, k1, q2, k_base, v = self._queries_and_keys(adapter, hidden_states)
+        k2 = self._adapter("k2", adapter, hidden_states)
+        if settings.negative_base == "shared":
+            k2 = k_base + k2
+
+        q1, q2 = (compat.split_heads(base, self.family, t, head_shape, "q").transpose(1, 2) for t in (q1, q2))
+        k1, k2 = (compat.split_heads(base, self.family, t, head_shape, "k").transpose(1, 2) for t in (k1, k2))
+        v = v.view(head_shape).transpose(1, 2)
+
+        cos, sin = position_embeddings
+        q1, k1 = self.rotary(q1, k1, cos, sin)
+        q2, k2 = self.rotary(q2, k2, cos, sin)
+
+        if cache is not None:
+            # K2 is cached beside K1 in the key slot (transformers 5 caches allow keys wider than values).
+            keys, v = compat.update_cache(cache, torch.cat([k1, k2], dim=-1), v, base.layer_idx,
+                                          self.cache_kwarg, kwargs)
+            k1, k2 = keys.split(base.head_dim, dim=-1)
+
+        return differential_attention(compat.attention_backend(base, self.family), base, (q1, k1), (q2, k2), v, attention_mask,
+                                      lam, **self._backend_kwargs(kwargs))
+
+    def _shared_key_attention(self, adapter, hidden_states, position_embeddings, attention_mask, cache, lam,
+                              kwargs):
+        """K2 = K1: the cache holds K1 and V exactly as the base model's does, and Q1/Q2 go through
+        the backend together as 2H query heads (one call, one q-norm, one rotary)."""
+        base = self.base_layer
+        head_shape = (*hidden_states.shape[:-1], -1, base.head_dim)
+        q1, k, q2, _, v = self._queries_and_keys(adapter, hidden_states)
+        kv_heads = k.shape[-1] // base.head_dim
+        q1, q2 = (compat.split_heads(base, self.family, t, head_shape, "q") for t in (q1, q2))
+        queries = stack_head_pairs(q1, q2, kv_heads).transpose(1, 2)  # batch, 2H, query, d
+        k = compat.split_heads(base, self.family, k, head_shape, "k").transpose(1, 2)
+        v = v.view(head_shape).transpose(1, 2)
+        cos, sin = position_embeddings
+        queries, k = self.rotary(queries, k, cos, sin)
+
+        if cache is not None:
+            k, v = compat.update_cache(cache, k, v, base.layer_idx, self.cache_kwarg, kwargs)
+
+        module = compat.paired_heads(base, queries.shape[1], kv_heads)
+        return shared_key_attention(compat.attention_backend(base, self.family), module, queries, k, v, attention_mask, lam,
+                                    **self._backend_kwargs(kwargs))
 
     def __repr__(self) -> str:
         return "difflora." + super().__repr__()

@@ -8,6 +8,7 @@ from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
 from .. import compat
+from ..quantization import protect_quantized_base
 from .config import DiffLoRAConfig
 from .layer import DiffLoRAAttention
 
@@ -27,6 +28,8 @@ class DiffLoRAModel(BaseTuner):
     # injection
     def _prepare_adapter_config(self, peft_config: DiffLoRAConfig, model_config: dict) -> DiffLoRAConfig:
         family = compat.family_of(compat.model_type_of(self.model))
+        compat.check_model_attention(self.model, family)
+        protect_quantized_base(self.model)  # before any forward: a 4-bit base must keep exact gradients
         shape = compat.base_shape(self.model.config)
         if peft_config.base_shape is None:
             peft_config.base_shape = shape
