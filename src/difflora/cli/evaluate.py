@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 
+from ..quantization import NAMED as NAMED_QUANTIZATIONS
 from ..validation import Choice, InputFile, InputFolder, OutputFolder, Real, Text, Whole, check_output_folder
 from .options import Device, kind, model_spec
 
@@ -17,6 +18,7 @@ CHAT_CHOICES = {"auto": None, "on": True, "off": False}
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
+QUANTIZATIONS = tuple(NAMED_QUANTIZATIONS)
 POSITIVE = kind(Whole(minimum=1))
 
 
@@ -32,6 +34,9 @@ def _common(parser, needs_models: bool = True) -> None:
                         "bfloat16 or float16 (auto: as saved)")
     parser.add_argument("--device", default=None, type=kind(Device()),
                         help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--quantization", default=None, type=kind(Choice(QUANTIZATIONS)),
+                        help="load every base quantized with bitsandbytes: nf4, fp4 (4-bit, double quantization) "
+                             "or int8 (default: not quantized)")
     parser.add_argument("--chat-template", choices=list(CHAT_CHOICES), default="auto",
                         help="wrap prompts in the tokenizer's chat template (auto: when it has one)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -128,7 +133,8 @@ def split_label(spec: str) -> tuple[str | None, str]:
     return None, spec
 
 
-def load_models(specs: list[str], dtype: str = "auto", device: str | None = None, quiet: bool = False) -> dict:
+def load_models(specs: list[str], dtype: str = "auto", device: str | None = None, quiet: bool = False,
+                quantization: str | None = None) -> dict:
     """{label: (model, tokenizer)} for --model specs; a bad adapter is a one-line UserError."""
     import torch
     from rich.console import Console
@@ -147,7 +153,7 @@ def load_models(specs: list[str], dtype: str = "auto", device: str | None = None
             label += "'"
         console.print(f"loading {label} ({spec})")
         try:
-            models[label] = load_model(parsed, dtype=dtype, device=device)
+            models[label] = load_model(parsed, dtype=dtype, device=device, quantization=quantization)
         except RuntimeError as exc:  # PEFT's state-dict shape mismatch for a LoRA made on another base
             if "size mismatch" not in str(exc):
                 raise
@@ -163,7 +169,7 @@ def _chat(args):
 def _nih(args) -> int:
     from ..evaluation.run_nih import run_nih
 
-    summary = run_nih(load_models(args.models, args.dtype, args.device, args.quiet), args.tasks, args.lengths,
+    summary = run_nih(load_models(args.models, args.dtype, args.device, args.quiet, args.quantization), args.tasks, args.lengths,
                       args.samples, args.seed, args.out, args.batch_size, args.max_new_tokens,
                       show_progress=not args.quiet, train_length=args.train_length, haystack=args.haystack,
                       chat=_chat(args))
@@ -180,7 +186,7 @@ def _icl(args) -> int:
     for source in (args.data, args.test_data):  # a bad local data file fails before any model loads
         if source and (os.path.exists(source) or source.endswith((".jsonl", ".json"))):
             load_examples(source, args.text_field, args.label_field)
-    summary = run_icl(load_models(args.models, args.dtype, args.device, args.quiet), args.shots, args.samples,
+    summary = run_icl(load_models(args.models, args.dtype, args.device, args.quiet, args.quantization), args.shots, args.samples,
                       args.data, args.seed, args.out, args.batch_size, show_progress=not args.quiet,
                       test_data=args.test_data, text_field=args.text_field, label_field=args.label_field,
                       split=args.split, test_split=args.test_split, chat=_chat(args), max_new_tokens=args.max_new_tokens)
@@ -194,7 +200,7 @@ def _degeneration(args) -> int:
 
     if args.prompts:
         load_prompts(args.prompts)  # a bad prompt file fails before any model loads
-    summary = run_degeneration(load_models(args.models, args.dtype, args.device, args.quiet), args.prompts,
+    summary = run_degeneration(load_models(args.models, args.dtype, args.device, args.quiet, args.quantization), args.prompts,
                                args.max_new_tokens, args.out, args.batch_size, show_progress=not args.quiet,
                                worst=args.worst, chat=_chat(args))
     _print_table("degenerate generation", {(m,): {"degenerate": s["rate"]["mean"], "empty": s["empty"],
@@ -210,7 +216,7 @@ def _lm_eval(args) -> int:
 
     tasks = [t for item in args.tasks for t in item.split(",") if t]
     limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
-    summary = run_lm_eval(load_models(args.models, args.dtype, args.device, args.quiet), tasks, args.include_path,
+    summary = run_lm_eval(load_models(args.models, args.dtype, args.device, args.quiet, args.quantization), tasks, args.include_path,
                           limit, args.num_fewshot, args.batch_size, args.out, args.apply_chat_template, seed=args.seed)
     _print_table("lm-eval", {(m, t): {k.split(",")[0]: v for k, (v, _) in primary_metrics(r).items()}
                              for m, per_task in summary.items() for t, r in per_task.items()})
@@ -223,7 +229,7 @@ def _attention(args) -> int:
 
     if args.prompts_file:
         load_prompts(args.prompts_file)  # a bad prompt file fails before any model loads
-    summary = attention_mass(load_models(args.models, args.dtype, args.device, args.quiet), args.prompts_file,
+    summary = attention_mass(load_models(args.models, args.dtype, args.device, args.quiet, args.quantization), args.prompts_file,
                              args.length, args.prompts, args.task, args.seed, args.out, _chat(args),
                              show_progress=not args.quiet)
     _print_table("attention mass per token of segment (mean over layers)",

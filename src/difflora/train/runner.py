@@ -173,9 +173,11 @@ def completed_run(cfg: TrainConfig) -> TrainResult | None:
 
 
 def _comparable(config: dict, keys: tuple[str, ...] | None = None) -> dict:
-    """The config as JSON values, without output_dir (a moved folder is still the same run)."""
+    """The config as JSON values, without output_dir (a moved folder is still the same run) and without
+    unset settings (a run saved before a setting existed is the same run as one leaving it unset)."""
     plain = json.loads(json.dumps(config, default=str))
     plain.pop("output_dir", None)
+    plain = {k: v for k, v in plain.items() if v is not None}
     return {k: plain.get(k) for k in keys} if keys else plain
 
 

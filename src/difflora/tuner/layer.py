@@ -160,6 +160,10 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
 
     def _add_positive_to_base(self, adapter_name: str, sign: float) -> None:
         w_q, w_k = compat.query_key_weights(self.base_layer, self.family)  # views of a fused qkv weight
+        if not (w_q.is_floating_point() and w_k.is_floating_point()):
+            raise ValueError(
+                f"cannot fold the positive adapters into a quantized W_Q/W_K ({w_q.dtype} weights): keep them "
+                "unmerged (the model computes the same), or fold them on a float copy of the base")
         with torch.no_grad():
             for weight, lowrank in ((w_q, self.difflora_q1[adapter_name]), (w_k, self.difflora_k1[adapter_name])):
                 weight += sign * lowrank.delta_weight().to(device=weight.device, dtype=weight.dtype)
