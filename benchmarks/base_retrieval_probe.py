@@ -72,6 +72,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lengths", type=int, nargs="+", default=[256, 512], help="MK-2 lengths probed by --build")
     p.add_argument("--build", metavar="DIR", help="pretrain the demo's default base recipe into DIR (resumes)")
     p.add_argument("--ship", metavar="DIR", help="copy the finished --build DIR into the package (default_base/)")
+    p.add_argument("--digit-loss", nargs=2, metavar=("MODEL", "NEEDLES"),
+                   help="loss on each answer token of a model (a checkpoint folder) on MK-2 with NEEDLES needles")
     p.add_argument("--samples", type=int, default=40)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
@@ -140,6 +142,31 @@ class Probe(TrainerCallback):
             f.write(json.dumps(row) + "\n")
 
 
+def digit_loss(path: str, needles: int, tokenizer_dir: str, samples: int = 24) -> None:
+    """Loss on each token of the answer's value and its ending (". </s>") over fresh MK-2 samples: whether
+    the key match (first digit) or the copying (later digits) has formed; chance is ln 9 then ln 10."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from difflora.demo.corpus import answer
+    from difflora.evaluation import nih
+
+    tokenizer_dir = tokenizer_dir if os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")) else path
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    rng, per_token = random.Random(99), []
+    for _ in range(samples):
+        sample = nih.random_sample("mk2", needles, rng)
+        messages = [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": answer(sample)}]
+        ids = torch.tensor([list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])])
+        tail = len(tokenizer(f" {sample.gold[0]}.", add_special_tokens=False)["input_ids"]) + 1  # + "</s>"
+        with torch.no_grad():
+            logp = model(ids).logits[0, -tail - 1:-1].log_softmax(-1)
+        per_token.append([-logp[i, ids[0, i - tail]].item() for i in range(tail)])
+    width = min(len(p) for p in per_token)
+    means = [sum(p[i] for p in per_token) / len(per_token) for i in range(width)]
+    print(f"{needles} needles, nats per answer token: " + " ".join(f"{m:.2f}" for m in means))
+
+
 def ship(build_dir: str) -> None:
     """The finished build in build_dir becomes the package's default base (recipe.json, pretraining and
     probe logs, manifest). Its build time is the probe log's last reading (training and probes)."""
@@ -165,6 +192,8 @@ def main() -> None:
         return build(args)
     if args.ship:
         return ship(args.ship)
+    if args.digit_loss:
+        return digit_loss(args.digit_loss[0], int(args.digit_loss[1]), args.tokenizer_dir)
     torch.manual_seed(args.seed)
     recipe = probe_recipe(args)
     tokenizer = recipe_tokenizer(recipe, args.tokenizer_dir)
