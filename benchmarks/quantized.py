@@ -73,7 +73,7 @@ def reset_peak() -> None:
 
 
 def load(base: str, checkpoint: str):
-    """The base as a user loads it, DiffLoRA-ready (difflora.models.load_base does the same)."""
+    """The base as a user loads it, DiffLoRA-ready (difflora.loading.load_base does the same)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -117,7 +117,7 @@ def worker(base: str, checkpoint: str, args) -> dict:
 
 
 def build_checkpoint(folder: str, quick: bool) -> None:
-    from difflora.models import tiny_model
+    from difflora.loading import tiny_model
 
     tiny_model("llama", **(QUICK_SHAPE if quick else SHAPE)).save_pretrained(folder)
 

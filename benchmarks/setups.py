@@ -16,7 +16,7 @@ from flops import SHAPES, ModelShape
 from peft import LoraConfig, get_peft_model
 
 import difflora  # registers DIFFLORA with PEFT; imported here so forked memory workers need not import it again
-import difflora.models
+import difflora.loading
 
 CONFIGS = ("base", "lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "shared-diff",
            "difflora-shared-kv")
@@ -35,7 +35,7 @@ class Setup:
 
 
 def build_base(shape: ModelShape, device: str, dtype: torch.dtype, max_positions: int, seed: int = 0):
-    model = difflora.models.tiny_model(
+    model = difflora.loading.tiny_model(
         "llama", vocab_size=shape.vocab, hidden_size=shape.hidden, layers=shape.layers, heads=shape.heads,
         kv_heads=shape.kv_heads, intermediate_size=shape.intermediate, head_dim=shape.head_dim,
         max_position_embeddings=max(4096, max_positions), seed=seed)

@@ -1,8 +1,12 @@
-"""Imported at interpreter start by difflora-autoload.pth (installed into site-packages).
+"""Imported at interpreter start by difflora-autoload.pth, which `pip install .` (not an editable
+install) puts into site-packages.
 
-It costs nothing until `peft` is imported: then it imports difflora right after peft, so that a
-DiffLoRA adapter loads with plain `PeftModel.from_pretrained` in a program that never wrote
-`import difflora`. Set DIFFLORA_NO_AUTOLOAD=1 to switch it off.
+It costs nothing until `peft` is imported: then it imports difflora right after peft is executed,
+so that a DiffLoRA adapter loads with plain `PeftModel.from_pretrained`, or with the plain `lm_eval`
+executable's `--model hf --model_args pretrained=BASE,peft=ADAPTER`, in a program that never wrote
+`import difflora`. A probe for peft that does not execute it (transformers' is_peft_available
+calls find_spec) leaves the hook in place for the real import. Set DIFFLORA_NO_AUTOLOAD=1 to
+switch it off.
 """
 
 import importlib.abc

@@ -6,7 +6,7 @@
 """
 
 from .compat import UnsupportedModelError
-from .inspect import attention_maps, difflora_layers, lambdas
+from .introspection import attention_maps, difflora_layers, lambdas
 from .tuner import PRESETS, DiffLoRAAttention, DiffLoRAConfig, DiffLoRAModel, MergeNotSupportedError
 from .tuner.registration import register as _register
 

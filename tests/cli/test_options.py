@@ -85,7 +85,7 @@ def test_a_missing_local_path_fails_at_once_without_the_hub(tmp_path, monkeypatc
 
 def test_load_model_names_a_corrupt_adapter_config(tmp_path):
     from difflora.errors import UserError
-    from difflora.models import load_model
+    from difflora.loading import load_model
 
     (tmp_path / "adapter_config.json").write_text('{\n "base_model_name_or_path": "x",\n "r": 8\n')
     with pytest.raises(UserError, match=r"adapter_config.json:4: not valid JSON \(Expecting ',' delimiter"):

@@ -11,7 +11,7 @@ from peft import get_peft_model
 
 import difflora
 from difflora import DiffLoRAConfig, compat
-from difflora.models import tiny_model
+from difflora.loading import tiny_model
 
 CACHE = compat.cache_kwarg_of(compat.attention_class(compat.family_of("llama")))
 

@@ -11,7 +11,7 @@ from peft import PeftModel, get_peft_model
 
 import difflora
 from difflora import DiffLoRAConfig
-from difflora.models import tiny_model
+from difflora.loading import tiny_model
 
 
 @pytest.mark.parametrize("kwargs,match", [

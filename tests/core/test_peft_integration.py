@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import difflora
 from difflora import DiffLoRAConfig
-from difflora.models import tiny_model
+from difflora.loading import tiny_model
 
 from .test_reference import randomize
 

@@ -7,7 +7,7 @@ from peft import get_peft_model
 
 import difflora
 from difflora import DiffLoRAConfig
-from difflora.models import tiny_model
+from difflora.loading import tiny_model
 
 from .reference import capture_layer_io, reference_layer
 

@@ -56,7 +56,7 @@ def test_default_recipe_loads_the_shipped_base_without_pretraining(shipped, tmp_
 def test_shipped_base_retrieves(shipped):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from difflora.evaluation.run_nih import run_nih
+    from difflora.evaluation import run_nih
 
     model = AutoModelForCausalLM.from_pretrained(shipped, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(shipped)

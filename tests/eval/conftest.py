@@ -24,6 +24,6 @@ def adapters(tiny_base_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def loaded(adapters):
     """{label: (model, tokenizer)} for the Python API tests."""
-    from difflora.models import load_model
+    from difflora.loading import load_model
 
     return {name: load_model(adapters[name]) for name in ("base", "lora", "difflora")}

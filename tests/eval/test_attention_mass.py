@@ -6,16 +6,10 @@ import json
 import pytest
 import torch
 
-from difflora.analysis.attention_mass import (
-    SEGMENTS,
-    NeedlePrompt,
-    _render_with_query,
-    attention_mass,
-    load_prompts,
-    segment_mass,
-    segment_token_spans,
-)
+from difflora.analysis.attention_mass import SEGMENTS, segment_mass, segment_token_spans
 from difflora.errors import UserError
+from difflora.evaluation import attention_mass
+from difflora.evaluation.tasks.attention_mass import NeedlePrompt, _render_with_query, load_prompts
 
 BEFORE, NEEDLE, AFTER = "Some text here. ", "One of the special magic numbers for apple is: 1234567.", " More text follows."
 QUERY = "\nWhat is the special magic number for apple?"

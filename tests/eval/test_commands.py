@@ -228,3 +228,24 @@ def test_report_pair_names_a_bad_per_sample_row(tmp_path, capsys):
     (run / "nih_samples.jsonl").write_text('{"model": "a", "task": "mk2", "length": 256, "index": 0, "score": 1}\n{"model": "a"\n')
     assert main(["report", str(run), "--pair", "a=a"]) == 1
     assert f"{run / 'nih_samples.jsonl'}:2 is not a per-sample result row" in capsys.readouterr().err
+
+
+def test_report_takes_task_results_in_memory(tmp_path):
+    """A TaskResult is a report source like a run folder: its summary is reported and its rows pair
+    models by sample id; saved to disk and read back, it reports the same."""
+    from difflora.evaluation import TaskResult, write_report
+    from difflora.evaluation.results import save_result
+    from difflora.evaluation.tasks import needles
+
+    est = {"mean": 0.5, "ci_low": 0.25, "ci_high": 0.75, "n": 8}
+    rows = [{"model": m, "task": "mk2", "length": 256, "index": i, "score": float(m == "sel" or i < 2)}
+            for m in ("sel", "uni") for i in range(8)]
+    result = TaskResult("nih", {m: {"mk2": {256: est}} for m in ("sel", "uni")}, rows[::-1], {}, needles.SAMPLE_ID)
+    assert result.scores("uni") == {("mk2", 256, i): float(i < 2) for i in range(8)}
+    texts = []
+    save_result(result, str(tmp_path / "run"))
+    for source, out in ((result, tmp_path / "memory"), (str(tmp_path / "run"), tmp_path / "disk")):
+        md, _ = write_report([source], str(out), pairs=[("sel", "uni")])
+        texts.append(open(md).read().split("\n", 3)[3])  # past the "Sources: ..." line, which names the source
+        assert "| sel - uni | nih | 8 | +0.750 [" in texts[-1] and "| MK2 \\ context | 256 |" in texts[-1]
+    assert texts[0] == texts[1]

@@ -1,4 +1,5 @@
-"""Templates checked against the spec verbatim; samples and scoring checked on hand-made cases."""
+"""Templates checked against RULER's and HELMET's verbatim (as docs/evaluation.md quotes them); samples
+and scoring checked on hand-made cases."""
 
 import json
 import random
@@ -8,38 +9,38 @@ from pathlib import Path
 import pytest
 
 from difflora.errors import UserError
-from difflora.evaluation import degeneration, haystack, icl, nih
+from difflora.evaluation import haystack, icl, nih
 from difflora.evaluation.stats import bootstrap
+from difflora.evaluation.tasks import degeneration
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "spec" / "difflora.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "evaluation.md"
 
-# Spec section 10, copied verbatim.
-SPEC_NEEDLE = "One of the special magic {type} for {key} is: {value}."
-SPEC_PROMPT = ("Some special magic {type} are hidden within the following text. Make sure to memorize it. "
-               "I will quiz you about the {type} afterwards.\n{context}\nWhat are all the special magic {type} "
-               "for {query} mentioned in the provided text?")
-SPEC_PREFIX = " The special magic {type} for {query} mentioned in the provided text are"
-SPEC_INSTRUCTION = ('Use the provided mapping from the text to label to assign a label to the text. Only output '
-                    '"label: {label}" and nothing else.')
-
-
-def test_templates_are_the_spec_verbatim():
-    assert (nih.NEEDLE, nih.PROMPT, nih.ANSWER_PREFIX) == (SPEC_NEEDLE, SPEC_PROMPT, SPEC_PREFIX)
-    assert icl.INSTRUCTION == SPEC_INSTRUCTION and icl.ANSWER_PREFIX == "label:" and icl.ITEM == "{text}\nlabel: {label}"
+# RULER's niah templates and HELMET's ICL instruction, copied verbatim.
+VERBATIM_NEEDLE = "One of the special magic {type} for {key} is: {value}."
+VERBATIM_PROMPT = ("Some special magic {type} are hidden within the following text. Make sure to memorize it. "
+                   "I will quiz you about the {type} afterwards.\n{context}\nWhat are all the special magic {type} "
+                   "for {query} mentioned in the provided text?")
+VERBATIM_PREFIX = " The special magic {type} for {query} mentioned in the provided text are"
+VERBATIM_INSTRUCTION = ('Use the provided mapping from the text to label to assign a label to the text. Only output '
+                        '"label: {label}" and nothing else.')
 
 
-@pytest.mark.skipif(not SPEC.is_file(), reason="the shared spec is not beside the repository")
-def test_templates_appear_in_the_spec_file():
-    spec = " ".join(SPEC.read_text().split())  # the spec wraps lines; compare with whitespace collapsed
+def test_templates_are_rulers_and_helmets_verbatim():
+    assert (nih.NEEDLE, nih.PROMPT, nih.ANSWER_PREFIX) == (VERBATIM_NEEDLE, VERBATIM_PROMPT, VERBATIM_PREFIX)
+    assert icl.INSTRUCTION == VERBATIM_INSTRUCTION and icl.ANSWER_PREFIX == "label:" and icl.ITEM == "{text}\nlabel: {label}"
+
+
+def test_templates_appear_in_the_documentation():
+    doc = " ".join(DOC.read_text().split())  # the page wraps lines; compare with whitespace collapsed
     for template in (nih.NEEDLE, nih.PROMPT.replace("\n", "\\n"), nih.ANSWER_PREFIX.strip(), icl.INSTRUCTION):
-        assert " ".join(template.split()) in spec, template
-    assert '"{text}\\nlabel: {id}"' in spec and 'answer prefix "label:"' in spec
+        assert " ".join(template.split()) in doc, template
+    assert "`{text}\\nlabel: {id}`" in doc and "answer prefix `label:`" in doc
 
 
 def test_multi_value_templates():
     needle, prompt, prefix = nih.templates(nih.TASKS["mv"])
     assert needle == "One of the special magic numbers for {key} is: {value}."
-    assert prompt == SPEC_PROMPT.replace("{type}", "numbers")
+    assert prompt == VERBATIM_PROMPT.replace("{type}", "numbers")
     assert prefix == " The special magic numbers for {query} mentioned in the provided text are"
 
 
@@ -113,7 +114,7 @@ def test_icl_prompt_is_helmets_layout_with_balanced_rounds():
     rows = icl.load_examples()
     s = icl.make_sample(rows, 14, 0)
     head, rest = s.prompt.split(" \n\n", 1)
-    assert head == SPEC_INSTRUCTION
+    assert head == VERBATIM_INSTRUCTION
     *demos, test = rest.split("\n\n")
     assert test == s.text and len(demos) == 14
     ids = [d.split("\nlabel: ")[1] for d in demos]

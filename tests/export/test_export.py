@@ -19,7 +19,7 @@ import difflora
 from difflora import DiffLoRAConfig
 from difflora.cli.main import main as cli_main
 from difflora.export import export_standalone
-from difflora.models import TINY_SHAPES, tiny_model
+from difflora.loading import TINY_SHAPES, tiny_model
 
 FAMILY_SHAPES = {
     "llama": {},
@@ -29,7 +29,7 @@ FAMILY_SHAPES = {
 }
 # The families whose attention differs in more than the window: soft-cap (Gemma 2), (1 + w) per-head norms and
 # local/global rotary (Gemma 3), fused qkv_proj (Phi-3), whole-projection norms (OLMo 2), and the MoE models.
-# (their tiny shapes in difflora.models already have windows shorter than the batch)
+# (their tiny shapes in difflora.loading already have windows shorter than the batch)
 MORE_FAMILY_SHAPES = {family: {} for family in TINY_SHAPES if family not in FAMILY_SHAPES}
 # positive folding, the shared base's correction, and shared keys with a per-token lambda
 MORE_FAMILY_PRESETS = ("difflora-32", "shared-diff", "difflora-shared-kv")

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 import difflora  # noqa: E402, F401
 from difflora import DiffLoRAConfig  # noqa: E402
 from difflora.errors import UserError  # noqa: E402
-from difflora.models import load_base, load_model  # noqa: E402
+from difflora.loading import load_base, load_model  # noqa: E402
 from difflora.quantization import parse_quantization, protect_quantized_base  # noqa: E402
 
 REL_TOL = 1e-5
@@ -104,7 +104,7 @@ def repacked(model) -> bool:
 def base_dir(tmp_path_factory, tiny_tokenizer):
     """A tiny Llama checkpoint whose every linear layer bitsandbytes can repack for CPU inference
     (widths multiples of 64), so that the trap shows as wrong gradients, not as a crash."""
-    from difflora.models import tiny_model
+    from difflora.loading import tiny_model
 
     path = tmp_path_factory.mktemp("quant-base")
     tiny_model("llama", vocab_size=len(tiny_tokenizer), hidden_size=64, layers=2, intermediate_size=128).save_pretrained(path)

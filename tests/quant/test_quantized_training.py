@@ -92,7 +92,7 @@ def test_training_on_a_4bit_base_matches_the_dequantized_base(tmp_path, tiny_tok
     pytest.importorskip("bitsandbytes")
     from peft.utils import load_peft_weights
 
-    from difflora.models import tiny_model
+    from difflora.loading import tiny_model
     from difflora.train import run_training
 
     from .test_quantized_base import dequantized_copy, quantized

@@ -4,13 +4,12 @@ import pytest
 from peft import get_peft_model
 
 from difflora.errors import UserError
-from difflora.models import tiny_model
+from difflora.loading import tiny_model
 from difflora.select import lora_for_budget, lora_params_per_rank
-from difflora.train.method import peft_config_for
 
 
 def _trainable(method):
-    model = get_peft_model(tiny_model("llama", layers=2), peft_config_for(method))
+    model = get_peft_model(tiny_model("llama", layers=2), method.peft_config())
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -24,7 +23,7 @@ def test_rank_matches_the_budget(target):
     assert abs(matched.params - target) <= abs(matched.params + per_rank - target)
     if matched.rank > 1:
         assert abs(matched.params - target) <= abs(matched.params - per_rank - target)
-    assert matched.method["lora_alpha"] == 2 * matched.rank
+    assert matched.method.options["lora_alpha"] == 2 * matched.rank
 
 
 def test_reads_shapes_from_a_saved_model_without_loading_weights(tiny_base_dir):

@@ -10,10 +10,9 @@ from peft import PeftModel, get_peft_model
 
 from difflora.cli.main import main
 from difflora.errors import UserError
-from difflora.models import load_base
+from difflora.loading import load_base
 from difflora.select import keep_count, run_selection
 from difflora.train import load_train_config
-from difflora.train.method import peft_config_for
 
 
 def _write_chat(path, n, seed=0):
@@ -52,10 +51,10 @@ def test_lora_selection_writes_a_config_the_trainer_reads(config, tiny_base_dir,
     assert result.folded and result.out_dir == str(tmp_path / "out")
 
     cfg = load_train_config(result.config_path)  # the shared training-config format
-    assert cfg.method["target_modules"] == [c.module_name for c in result.kept]
+    assert cfg.method.options["target_modules"] == [c.module_name for c in result.kept]
     assert cfg.output_dir == str(tmp_path / "out" / "train")
     base, _ = load_base(str(tiny_base_dir))
-    assert _trainable(get_peft_model(base, peft_config_for(cfg.method))) == result.trainable_params
+    assert _trainable(get_peft_model(base, cfg.method.peft_config())) == result.trainable_params
 
     base, _ = load_base(str(tiny_base_dir))
     adapter = PeftModel.from_pretrained(base, result.adapter_dir, is_trainable=True)
@@ -79,8 +78,8 @@ def test_difflora_selection_within_a_budget(config):
                            out_dir=str(result.out_dir) + "-one")
     assert len(result.kept) == 1 and result.trainable_params == one_layer
     cfg = load_train_config(result.config_path)
-    assert cfg.method["layers_to_transform"] == [result.kept[0].layer]
-    assert cfg.method["preset"] == "difflora-64-fixed"
+    assert cfg.method.options["layers_to_transform"] == [result.kept[0].layer]
+    assert cfg.method.preset == "difflora-64-fixed"
     assert not result.folded and result.equivalent_gates[result.kept[0].index] == 1.0
 
 

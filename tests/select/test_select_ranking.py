@@ -6,11 +6,12 @@ from select_synthetic import TeacherStream, difflora_teacher, kl_to_teacher, per
 
 from difflora.select import SearchSettings, build_search_model, discretize, run_search
 from difflora.select.discretize import rank
+from difflora.train.method_spec import MethodSpec
 
 
 def _search(base, teacher, method, steps):
     torch.manual_seed(0)
-    search = build_search_model(base, method)
+    search = build_search_model(base, MethodSpec.parse(method))
     settings = SearchSettings(steps=steps, learning_rate=1e-3, log_every=25)  # default architecture step
     history = run_search(search, TeacherStream(teacher, seed=10), TeacherStream(teacher, seed=11), settings,
                          loss_fn=kl_to_teacher, progress=False)

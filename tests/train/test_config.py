@@ -16,7 +16,7 @@ def test_yaml_and_overrides(tmp_path):
     path.write_text("model: m\noutput_dir: o\nmethod: {type: difflora, preset: difflora-32}\ndata: {train: t.jsonl}\n"
                     "training: {learning_rate: 1.0e-4}\n")
     cfg = load_train_config(path, ["training.learning_rate=3e-4", "method.r=16", "data.packing=true"])
-    assert cfg.training["learning_rate"] == 3e-4 and cfg.method["r"] == 16 and cfg.data.packing is True
+    assert cfg.training["learning_rate"] == 3e-4 and cfg.method.options["r"] == 16 and cfg.data.packing is True
 
 
 @pytest.mark.parametrize("raw,match", [
@@ -75,7 +75,7 @@ def test_paper_configs_hold_the_paper_recipe():
         assert cfg.training["num_train_epochs"] == 1 and cfg.training["bf16"] and cfg.training["gradient_checkpointing"]
         assert cfg.training["per_device_train_batch_size"] * cfg.training["gradient_accumulation_steps"] == 64
         # the authors' released config (config_lora.yaml): lora_dropout 0.1, linear schedule, 3% warm-up, no decay
-        assert cfg.method == ({"type": "lora", "preset": "lora-8", "lora_dropout": 0.1} if name == "lora-8"
+        assert cfg.method.as_dict() == ({"type": "lora", "preset": "lora-8", "lora_dropout": 0.1} if name == "lora-8"
                               else {"type": "difflora", "preset": name, "lora_dropout": 0.1})
         assert cfg.training["lr_scheduler_type"] == "linear" and cfg.training["warmup_steps"] == 0.03
         assert cfg.training["weight_decay"] == 0.0

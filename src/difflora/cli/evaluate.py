@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 
 from ..quantization import NAMED as NAMED_QUANTIZATIONS
 from ..validation import Choice, InputFile, InputFolder, OutputFolder, Real, Text, Whole, check_output_folder
 from .options import Device, kind, model_spec
+
+if TYPE_CHECKING:  # the evaluation package loads matplotlib: not at every command's start
+    from ..evaluation.settings import EvalSettings
 
 CHAT_CHOICES = {"auto": None, "on": True, "off": False}
 
@@ -133,17 +137,17 @@ def split_label(spec: str) -> tuple[str | None, str]:
     return None, spec
 
 
-def load_models(specs: list[str], dtype: str = "auto", device: str | None = None, quiet: bool = False,
-                quantization: str | None = None) -> dict:
-    """{label: (model, tokenizer)} for --model specs; a bad adapter is a one-line UserError."""
+def load_models(specs: list[str], settings: EvalSettings, quantization: str | None = None) -> dict:
+    """{label: (model, tokenizer)} for --model specs, on settings.device in settings.dtype; a bad
+    adapter is a one-line UserError."""
     import torch
     from rich.console import Console
 
     from ..errors import UserError
-    from ..models import load_model, parse_model_spec
+    from ..loading import load_model, parse_model_spec
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    console = Console(stderr=True, quiet=quiet)
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    console = Console(stderr=True, quiet=not settings.show_progress)
     models = {}
     for raw in specs:
         name, spec = split_label(raw)
@@ -153,7 +157,7 @@ def load_models(specs: list[str], dtype: str = "auto", device: str | None = None
             label += "'"
         console.print(f"loading {label} ({spec})")
         try:
-            models[label] = load_model(parsed, dtype=dtype, device=device, quantization=quantization)
+            models[label] = load_model(parsed, dtype=settings.dtype, device=device, quantization=quantization)
         except RuntimeError as exc:  # PEFT's state-dict shape mismatch for a LoRA made on another base
             if "size mismatch" not in str(exc):
                 raise
@@ -162,17 +166,26 @@ def load_models(specs: list[str], dtype: str = "auto", device: str | None = None
     return models
 
 
-def _chat(args):
-    return CHAT_CHOICES[args.chat_template]
+def settings_of(args) -> EvalSettings:
+    """The options every evaluation command shares, as one EvalSettings."""
+    from ..evaluation.settings import EvalSettings
+
+    return EvalSettings(seed=args.seed, batch_size=args.batch_size, chat=CHAT_CHOICES[args.chat_template],
+                        show_progress=not args.quiet, out_dir=args.out, device=args.device, dtype=args.dtype)
+
+
+def _models_and_settings(args) -> tuple[dict, EvalSettings]:
+    settings = settings_of(args)
+    return load_models(args.models, settings, args.quantization), settings
 
 
 def _nih(args) -> int:
-    from ..evaluation.run_nih import run_nih
+    from ..evaluation.tasks import needles
 
-    summary = run_nih(load_models(args.models, args.dtype, args.device, args.quiet, args.quantization), args.tasks, args.lengths,
-                      args.samples, args.seed, args.out, args.batch_size, args.max_new_tokens,
-                      show_progress=not args.quiet, train_length=args.train_length, haystack=args.haystack,
-                      chat=_chat(args))
+    models, settings = _models_and_settings(args)
+    summary = needles.run(models, settings, tasks=args.tasks, lengths=args.lengths, n_samples=args.samples,
+                          haystack=args.haystack, max_new_tokens=args.max_new_tokens,
+                          train_length=args.train_length).summary
     _print_table("needle in a haystack (accuracy)", {(m, t.upper()): {n: e["mean"] for n, e in d.items()}
                                                      for m, tasks in summary.items() for t, d in tasks.items()})
     _wrote(args.out)
@@ -181,28 +194,29 @@ def _nih(args) -> int:
 
 def _icl(args) -> int:
     from ..evaluation.icl import load_examples
-    from ..evaluation.run_icl import run_icl
+    from ..evaluation.tasks import many_shot_icl
 
     for source in (args.data, args.test_data):  # a bad local data file fails before any model loads
         if source and (os.path.exists(source) or source.endswith((".jsonl", ".json"))):
             load_examples(source, args.text_field, args.label_field)
-    summary = run_icl(load_models(args.models, args.dtype, args.device, args.quiet, args.quantization), args.shots, args.samples,
-                      args.data, args.seed, args.out, args.batch_size, show_progress=not args.quiet,
-                      test_data=args.test_data, text_field=args.text_field, label_field=args.label_field,
-                      split=args.split, test_split=args.test_split, chat=_chat(args), max_new_tokens=args.max_new_tokens)
+    models, settings = _models_and_settings(args)
+    summary = many_shot_icl.run(models, settings, shots=args.shots, n_samples=args.samples, data=args.data,
+                                test_data=args.test_data, text_field=args.text_field, label_field=args.label_field,
+                                split=args.split, test_split=args.test_split,
+                                max_new_tokens=args.max_new_tokens).summary
     _print_table("many-shot ICL (accuracy by shots)", {(m,): {k: e["mean"] for k, e in d.items()} for m, d in summary.items()})
     _wrote(args.out)
     return 0
 
 
 def _degeneration(args) -> int:
-    from ..evaluation.degeneration import load_prompts, run_degeneration
+    from ..evaluation.tasks import degeneration
 
     if args.prompts:
-        load_prompts(args.prompts)  # a bad prompt file fails before any model loads
-    summary = run_degeneration(load_models(args.models, args.dtype, args.device, args.quiet, args.quantization), args.prompts,
-                               args.max_new_tokens, args.out, args.batch_size, show_progress=not args.quiet,
-                               worst=args.worst, chat=_chat(args))
+        degeneration.load_prompts(args.prompts)  # a bad prompt file fails before any model loads
+    models, settings = _models_and_settings(args)
+    summary = degeneration.run(models, settings, prompts=args.prompts, max_new_tokens=args.max_new_tokens,
+                               worst=args.worst).summary
     _print_table("degenerate generation", {(m,): {"degenerate": s["rate"]["mean"], "empty": s["empty"],
                                                   "loop": s["ngram_loop"], "char pattern": s["char_pattern"],
                                                   "distinct-2": s["distinct_2"]} for m, s in summary.items()})
@@ -211,27 +225,27 @@ def _degeneration(args) -> int:
 
 
 def _lm_eval(args) -> int:
-    from ..evaluation.lm_eval_model import run_lm_eval
-    from ..evaluation.lm_eval_results import primary_metrics
+    from ..evaluation.tasks import lm_eval_harness
 
     tasks = [t for item in args.tasks for t in item.split(",") if t]
     limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
-    summary = run_lm_eval(load_models(args.models, args.dtype, args.device, args.quiet, args.quantization), tasks, args.include_path,
-                          limit, args.num_fewshot, args.batch_size, args.out, args.apply_chat_template, seed=args.seed)
-    _print_table("lm-eval", {(m, t): {k.split(",")[0]: v for k, (v, _) in primary_metrics(r).items()}
+    models, settings = _models_and_settings(args)
+    summary = lm_eval_harness.run(models, settings, tasks=tasks, include_path=args.include_path, limit=limit,
+                                  num_fewshot=args.num_fewshot, apply_chat_template=args.apply_chat_template).summary
+    _print_table("lm-eval", {(m, t): {k.split(",")[0]: v for k, (v, _) in lm_eval_harness.primary_metrics(r).items()}
                              for m, per_task in summary.items() for t, r in per_task.items()})
     _wrote(args.out)
     return 0
 
 
 def _attention(args) -> int:
-    from ..analysis.attention_mass import attention_mass, load_prompts
+    from ..evaluation.tasks import attention_mass
 
     if args.prompts_file:
-        load_prompts(args.prompts_file)  # a bad prompt file fails before any model loads
-    summary = attention_mass(load_models(args.models, args.dtype, args.device, args.quiet, args.quantization), args.prompts_file,
-                             args.length, args.prompts, args.task, args.seed, args.out, _chat(args),
-                             show_progress=not args.quiet)
+        attention_mass.load_prompts(args.prompts_file)  # a bad prompt file fails before any model loads
+    models, settings = _models_and_settings(args)
+    summary = attention_mass.run(models, settings, prompts=args.prompts_file, length=args.length,
+                                 n_prompts=args.prompts, task=args.task).summary
     _print_table("attention mass per token of segment (mean over layers)",
                  {(m, kind): values for m, s in summary.items() for kind, values in s["mean"].items()})
     _wrote(args.out)

@@ -90,7 +90,7 @@ class ModelSpec(Kind):
         return "BASE, BASE::ADAPTER or ADAPTER_DIR" + (", optionally NAME=SPEC" if self.labelled else "")
 
     def check(self, value, name):
-        from ..models import check_model_source, parse_model_spec
+        from ..loading import check_model_source, parse_model_spec
         from .evaluate import split_label
 
         spec = split_label(value)[1] if self.labelled else value

@@ -42,6 +42,26 @@ class LearnedLambda(nn.Module):
         q1, k1, q2, k2 = (p.float() for p in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2))
         return torch.exp(torch.dot(q1, k1)) - torch.exp(torch.dot(q2, k2)) + self.lambda_init
 
+    @torch.no_grad()
+    def rescale_(self, factor: float) -> None:
+        """Change the parameters in place so that lambda becomes factor * lambda (a DiffoRA export
+        folds an architecture weight into it this way). One of the two exponentials is moved, the
+        other kept, so both stay positive; the vectors move only along their partners."""
+        e1 = math.exp(float(self.lambda_q1 @ self.lambda_k1))
+        e2 = math.exp(float(self.lambda_q2 @ self.lambda_k2))
+        gap = factor * (e1 - e2 + self.lambda_init) - self.lambda_init  # the wanted e1' - e2'
+        if gap + e2 > 0:
+            _set_dot(self.lambda_q1, self.lambda_k1, math.log(gap + e2))
+        else:
+            _set_dot(self.lambda_q2, self.lambda_k2, math.log(e1 - gap))
+
+
+def _set_dot(q: torch.Tensor, k: torch.Tensor, target: float) -> None:
+    """Move q along k so that q . k == target (k = e_0 first if it is zero)."""
+    if float(k @ k) == 0.0:
+        k[0] = 1.0
+    q += (target - float(q @ k)) * k / (k @ k)
+
 
 class TokenLambda(nn.Module):
     """lambda[t, h] = sigmoid(w_h . x_t + b_h): one lambda per token and head (Differential

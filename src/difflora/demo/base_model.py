@@ -29,7 +29,7 @@ from .state import fingerprint
 
 # Bump when the code that makes the base changes what it makes (the corpus generators, the packing,
 # the tokenizer training), so that every cached base made by older code is rebuilt.
-RECIPE_VERSION = 5
+RECIPE_VERSION = 6
 
 
 # the needle kinds of the default base's retrieval documents: mostly MK-2, the bar it must meet
@@ -41,30 +41,30 @@ BASE_KINDS = ("mk2:needles",) * 6 + ("mk2:essay", "mv:essay")
 class BaseRecipe:
     """Everything that decides what the default base model is."""
 
-    hidden_size: int = 192
-    layers: int = 2               # 2 wide layers learned retrieval sooner than 4 narrow ones (measured)
-    heads: int = 6                # head_dim 32 (the probe's 8 heads of 16 left the plateau sooner: see docs)
-    kv_heads: int = 6
-    intermediate_size: int = 512
+    hidden_size: int = 128
+    layers: int = 2
+    heads: int = 8                # head_dim 16: the shape whose loss leaves the plateau (docs/demo-base-model.md)
+    kv_heads: int = 8
+    intermediate_size: int = 384
     vocab_size: int = 2048
     split_digits: bool = True     # one token per digit: a value is copied digit by digit
     compound_words: bool = False  # True (every word key one token) stalled retrieval: docs/demo-base-model.md
-    seq_len: int = 1024           # pretraining block length (documents are packed whole into blocks)
-    documents: int = 8000         # documents of the last (or only) stage
-    steps: int = 1300
-    batch_size: int = 8
-    curriculum: tuple[tuple[int, int, int], ...] = ((2, 150, 256), (6, 250, 512))
-                                  # (max needles, steps, block length) stages first, in order: meant to let
-                                  # retrieval form among few needles first (packed documents see each other's
-                                  # needles, so the blocks are short too); not yet shown to help (see docs)
-    learning_rate: float = 4e-3
-    warmup: float = 30            # steps (a float below 1: a share of the steps)
+    seq_len: int = 1024           # pretraining block length of the last stage (documents are packed whole)
+    documents: int = 32000        # documents of the last stage (more than its steps need: no second epoch)
+    steps: int = 2700
+    batch_size: int = 16
+    curriculum: tuple[tuple[int, int, int], ...] = ((2, 200, 384), (6, 300, 384), (12, 1200, 512))
+                                  # (max needles, steps, block length) stages first, in order: retrieval
+                                  # forms among few needles in short blocks first, then the needle counts
+                                  # of the evaluation's 256- and 512-token prompts (about 10 and 23)
+    learning_rate: float = 2e-3
+    warmup: float = 50            # steps (a float below 1: a share of the steps)
     schedule: str = "wsd"         # "wsd": warm up, hold the rate through the plateau, decay over the last
     decay: float = 0.15           # `decay` share of the steps; "cosine": the older schedule
     loss_on: str = "values"       # conversations: "all" tokens, "answers" (assistant turns) or "values"
                                   # (retrieval answers from their value on; see tokenize_document)
     mix: CorpusMix = field(default_factory=lambda: CorpusMix(
-        retrieval=0.85, icl=0.1, short_answer=0.03, max_needles=26, questions=8, max_shots=24,
+        retrieval=0.88, icl=0.08, short_answer=0.03, max_needles=26, questions=8, max_shots=24,
         retrieval_kinds=BASE_KINDS))
     seed: int = 0
     version: int = RECIPE_VERSION
@@ -212,7 +212,7 @@ def retrieval_scores(path: str, samples: int = 100, seed: int = 0, lengths=(256,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..evaluation.run_nih import run_nih
+    from ..evaluation import run_nih
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     with torch.no_grad():
@@ -339,29 +339,50 @@ def recipe_tokenizer(recipe: BaseRecipe, work_dir: str):
 
 
 def pretraining_dataset(recipe: BaseRecipe, tokenizer):
-    """The generated documents, tokenised and packed whole into blocks of at most seq_len tokens. With a
-    curriculum: each stage's blocks (exactly its steps' worth, shuffled), then the last stage's."""
+    """The generated documents, tokenised, in training order. A block length of 0 keeps one document
+    per row (batches of similar lengths, so little padding); any other packs whole documents into
+    blocks of at most that many tokens. With a curriculum: each stage's rows (exactly its steps'
+    worth, shuffled), then the last stage's."""
     import random
 
     from datasets import Dataset
 
     from .corpus import pretraining_documents
 
-    def blocks_of(n_docs: int, seed: int, mix: CorpusMix, length: int) -> list[dict]:
-        docs = pretraining_documents(n_docs, seed, mix)
-        return pack_whole([tokenize_document(doc, tokenizer, length, recipe.loss_on) for doc in docs], length)
-
     rng = random.Random(recipe.seed)
-    blocks: list[dict] = []
+
+    def rows_of(n_docs: int, seed: int, mix: CorpusMix, length: int) -> list[dict]:
+        docs = pretraining_documents(n_docs, seed, mix)
+        rows = [tokenize_document(doc, tokenizer, length or MAX_DOCUMENT, recipe.loss_on) for doc in docs]
+        return pack_whole(rows, length) if length else rows
+
+    def in_order(rows: list[dict], length: int) -> list[dict]:
+        return shuffled_batches(rows, recipe.batch_size, rng) if length == 0 else rng.sample(rows, len(rows))
+
+    out: list[dict] = []
     for stage, (needles, steps, length) in enumerate(recipe.curriculum, start=1):
         mix, wanted, made = dataclasses.replace(recipe.mix, max_needles=needles), steps * recipe.batch_size, []
-        while len(made) < wanted:  # documents in chunks until the stage has its blocks
-            made += blocks_of(300, recipe.seed + 1000 * stage + len(made), mix, length)
-        rng.shuffle(made)
-        blocks += made[:wanted]
-    last = blocks_of(recipe.documents, recipe.seed + 1, recipe.mix, recipe.seq_len)
-    rng.shuffle(last)
-    return Dataset.from_list(blocks + last)
+        while len(made) < wanted:  # documents in chunks until the stage has its rows
+            made += rows_of(300, recipe.seed + 1000 * stage + len(made), mix, length)
+        out += in_order(made[:wanted], length)
+    last = rows_of(recipe.documents, recipe.seed + 1, recipe.mix, recipe.seq_len)
+    needed = (recipe.steps - sum(steps for _, steps, _ in recipe.curriculum)) * recipe.batch_size
+    if len(last) < needed:  # the sampler would start a second epoch at the curriculum's first stage
+        raise ValueError(f"the recipe's {recipe.documents} last-stage documents make {len(last)} rows; its "
+                         f"last stage needs {needed}: raise `documents`")
+    return Dataset.from_list(out + in_order(last, recipe.seq_len))
+
+
+MAX_DOCUMENT = 4096  # tokens: longer than any generated document (a 26-needle context with 8 questions is ~900)
+
+
+def shuffled_batches(rows: list[dict], batch_size: int, rng) -> list[dict]:
+    """Rows ordered so that each run of batch_size holds documents of similar length (sorted, cut
+    into batches, batches shuffled): a sequential sampler then pads little."""
+    ordered = sorted(rows, key=lambda r: len(r["input_ids"]))
+    batches = [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+    rng.shuffle(batches)
+    return [row for batch in batches for row in batch]
 
 
 def tokenize_document(doc: dict | str, tokenizer, max_length: int, loss_on: str = "all") -> dict:

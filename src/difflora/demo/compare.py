@@ -1,9 +1,10 @@
-"""The paper's findings (spec section 6) checked against what the demo measured.
+"""The paper's findings (docs/evaluation.md lists them) checked against what the demo measured.
 
 Each finding compares two models on the same samples, so the comparison is a paired bootstrap of
 the per-sample differences: the demo agrees with the paper when the 95% interval of the difference
 lies on the paper's side of zero, disagrees when it lies on the other side, and cannot tell when it
 holds zero. Where a finding is about several DiffLoRA variants, each variant gets its own verdict.
+Samples are paired by their id in the tasks' per-sample rows (evaluation.task.sample_id).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..evaluation.stats import Estimate, paired_difference
+from ..evaluation.task import SampleId, TaskResult, sample_id
 
 DIFFLORA = ("difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn")
-SHARED_KEYS = "difflora-shared-kv"  # issue 13's form; compared with the paper's variants, not counted among them
+SHARED_KEYS = "difflora-shared-kv"  # the shared-key form; compared with the paper's variants, not counted among them
 NEAR = 0.15  # "near the base model": the whole interval of the difference within +-NEAR
 SMALL = 0.05  # attention mass: relative changes smaller than this count as no change
 
@@ -49,65 +51,67 @@ def show(diff: Estimate) -> str:
     return f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
 
 
-def _pool(scores: dict, task: str, label: str, prefix: str | None = None) -> dict[str, float]:
-    """One model's per-sample scores of a task (nih: {subtask: {key: score}} flattened), optionally
-    only the keys under one subtask or one shot count."""
-    per = scores.get(task, {}).get(label, {})
-    if task == "nih":
-        flat = {f"{sub}/{k}": v for sub, d in per.items() for k, v in d.items()}
-    else:
-        flat = dict(per)
-    return {k: v for k, v in flat.items() if prefix is None or k.startswith(prefix + "/")}
+def _pool(results: dict[str, TaskResult], name: str, label: str, /, by: tuple[str, ...] | None = None,
+          **where) -> dict[SampleId, float]:
+    """One model's per-sample scores of task `name`, keyed by sample id (or by the fields `by`),
+    only the rows whose fields equal `where` (e.g. task="mk2", shots=24)."""
+    result = results.get(name)
+    if result is None:
+        return {}
+    fields = by or result.sample_fields
+    return {sample_id(r, fields): float(r[result.score_field]) for r in result.rows
+            if r["model"] == label and all(r[k] == v for k, v in where.items())}
 
 
-def findings(summaries: dict, scores: dict, models: tuple[str, ...], shots: tuple[int, ...],
+def findings(results: dict[str, TaskResult], models: tuple[str, ...], shots: tuple[int, ...],
              train_length: int) -> list[Finding]:
+    """results: {task: TaskResult holding every model's summary and per-sample rows}."""
     diff_models = [m for m in DIFFLORA if m in models]
     out = []
-    if "nih" in scores and "lora-8" in models:
-        out.append(_versus(scores, "nih", "mk2", "lora-8", diff_models, lora_ahead=True,
+    if "nih" in results and "lora-8" in models:
+        out.append(_versus(results, "mk2", "lora-8", diff_models, lora_ahead=True,
                            name="NIH MK-2", paper="LoRA far ahead of every DiffLoRA variant"))
-        out.append(_versus(scores, "nih", "mv", "lora-8", diff_models, lora_ahead=False,
+        out.append(_versus(results, "mv", "lora-8", diff_models, lora_ahead=False,
                            name="NIH MV", paper="every DiffLoRA variant far ahead of LoRA"))
-    if "icl" in scores:
-        out += _icl_findings(summaries, scores, models, diff_models, shots, train_length)
-    if "attention" in summaries and "base" in summaries["attention"]:
-        out.append(_attention_finding(summaries["attention"], diff_models))
+    if "icl" in results:
+        out += _icl_findings(results, models, diff_models, shots, train_length)
+    if "attention" in results and "base" in results["attention"].summary:
+        out.append(_attention_finding(results["attention"].summary, diff_models))
     if {"difflora-32", "difflora-32-gn"} <= set(models):
-        out.append(_group_norm_finding(scores))
-    if "degeneration" in scores and "lora-8" in models:
+        out.append(_group_norm_finding(results))
+    if "degeneration" in results and "lora-8" in models:
         f = Finding("Degenerate generation", "DiffLoRA models sometimes degenerate (loops, '0a0a0a'); LoRA is not "
                     "reported to")
         for m in diff_models:
-            d = paired_difference(scores["degeneration"].get(m, {}), scores["degeneration"].get("lora-8", {}))
+            d = paired_difference(_pool(results, "degeneration", m), _pool(results, "degeneration", "lora-8"))
             if d:
                 f.measured.append(f"{m} - LoRA degenerate rate {show(d)}")
                 f.verdicts.append(direction(d))
         out.append(f)
-    if "shared-diff" in models and "difflora-32" in models and "nih" in scores:
-        f = Finding("Shared DIFF (seed 004, not the paper)", "the shared-base form retrieves keys better than the "
-                    "low-rank-only DIFF form")
-        d = paired_difference(_pool(scores, "nih", "shared-diff"), _pool(scores, "nih", "difflora-32"))
+    if "shared-diff" in models and "difflora-32" in models and "nih" in results:
+        f = Finding("Shared DIFF (the Shared DIFF Transformer's claim, not the paper)", "the shared-base form "
+                    "retrieves keys better than the low-rank-only DIFF form")
+        d = paired_difference(_pool(results, "nih", "shared-diff"), _pool(results, "nih", "difflora-32"))
         if d:
             f.measured.append(f"shared-diff - difflora-32, all needle samples {show(d)}")
             f.verdicts.append(direction(d))
         out.append(f)
-    out += _diffora_findings(scores, models)
+    out += _diffora_findings(results, models)
     if SHARED_KEYS in models and diff_models:
-        out.append(_shared_keys_finding(scores, diff_models))
+        out.append(_shared_keys_finding(results, diff_models))
     return out
 
 
-def _shared_keys_finding(scores: dict, diff_models: list[str]) -> Finding:
+def _shared_keys_finding(results: dict[str, TaskResult], diff_models: list[str]) -> Finding:
     """difflora-shared-kv against each paper variant on every per-sample metric: does giving up the
     negative term's own keys (and the 1.5x cache) cost anything? A non-inferiority claim: agrees when
     the whole interval is above -NEAR (not worse by more than NEAR), disagrees when it is wholly below."""
-    f = Finding("Shared keys (issue 13, not the paper)", f"Differential Transformer V2's shared-key form (K2 = K1, "
+    f = Finding("Shared keys (Differential Transformer V2, not the paper)", f"Differential Transformer V2's shared-key form (K2 = K1, "
                 f"per-token lambda, the base model's cache) does as well as the paper's own-key variants (here: "
                 f"not worse by more than {NEAR}; degeneration counts lower as better)")
     for task, sign in (("nih", 1), ("icl", 1), ("degeneration", -1)):
         for m in diff_models:
-            d = paired_difference(_pool(scores, task, SHARED_KEYS), _pool(scores, task, m))
+            d = paired_difference(_pool(results, task, SHARED_KEYS), _pool(results, task, m))
             if d:
                 f.measured.append(f"{task}: {SHARED_KEYS} - {m} {show(d)}")
                 low, high = sorted((sign * d.low, sign * d.high))  # the difference with "better" positive
@@ -115,12 +119,12 @@ def _shared_keys_finding(scores: dict, diff_models: list[str]) -> Finding:
     return f
 
 
-def _diffora_findings(scores: dict, models: tuple[str, ...]) -> list[Finding]:
-    """DiffoRA (seed 003): selected modules against the uniform model, on every retrieval and ICL
+def _diffora_findings(results: dict[str, TaskResult], models: tuple[str, ...]) -> list[Finding]:
+    """DiffoRA: selected modules against the uniform model, on every retrieval and ICL
     sample both were scored on."""
-    pairs = [("diffora-lora", "lora-8", "DiffoRA-selected LoRA (seed 003)",
+    pairs = [("diffora-lora", "lora-8", "DiffoRA-selected LoRA (DiffoRA's claim)",
               "at the same number of trainable parameters, DAM-selected modules beat LoRA on every module"),
-             ("diffora-difflora", "difflora-64", "DAM-selected DiffLoRA layers (issue 6)",
+             ("diffora-difflora", "difflora-64", "DAM-selected DiffLoRA layers (DiffoRA's selection on DiffLoRA)",
               "open in the DiffLoRA paper; DiffoRA's claim carried over: differential attention on the selected "
               "half of the layers does at least as well as on all layers")]
     out = []
@@ -129,7 +133,7 @@ def _diffora_findings(scores: dict, models: tuple[str, ...]) -> list[Finding]:
             continue
         f = Finding(name, claim)
         for task in ("nih", "icl"):
-            d = paired_difference(_pool(scores, task, selected), _pool(scores, task, uniform))
+            d = paired_difference(_pool(results, task, selected), _pool(results, task, uniform))
             if d:
                 f.measured.append(f"{selected} - {uniform}, all {task} samples {show(d)}")
                 f.verdicts.append(direction(d))
@@ -137,11 +141,11 @@ def _diffora_findings(scores: dict, models: tuple[str, ...]) -> list[Finding]:
     return out
 
 
-def _versus(scores, task, sub, lora, diff_models, lora_ahead: bool, name: str, paper: str) -> Finding:
+def _versus(results, needle_task, lora, diff_models, lora_ahead: bool, name: str, paper: str) -> Finding:
     f = Finding(name, paper)
-    lora_scores = _pool(scores, task, lora, sub)
+    lora_scores = _pool(results, "nih", lora, task=needle_task)
     for m in diff_models:
-        mine = _pool(scores, task, m, sub)
+        mine = _pool(results, "nih", m, task=needle_task)
         d = paired_difference(lora_scores, mine) if lora_ahead else paired_difference(mine, lora_scores)
         if d:
             what = f"LoRA - {m}" if lora_ahead else f"{m} - LoRA"
@@ -150,22 +154,22 @@ def _versus(scores, task, sub, lora, diff_models, lora_ahead: bool, name: str, p
     return f
 
 
-def _icl_findings(summaries, scores, models, diff_models, shots, train_length) -> list[Finding]:
+def _icl_findings(results, models, diff_models, shots, train_length) -> list[Finding]:
     out = []
     top = max(shots)
     if "lora-8" in models:
         f = Finding(f"Many-shot ICL ({top} shots)", "DiffLoRA below LoRA")
         for m in diff_models:
-            d = paired_difference(_pool(scores, "icl", "lora-8", str(top)), _pool(scores, "icl", m, str(top)))
+            d = paired_difference(_pool(results, "icl", "lora-8", shots=top), _pool(results, "icl", m, shots=top))
             if d:
                 f.measured.append(f"LoRA - {m} {show(d)}")
                 f.verdicts.append(direction(d))
         out.append(f)
-    if "base" in scores["icl"]:
+    if "base" in results["icl"].summary:
         f = Finding(f"Many-shot ICL ({top} shots), near the base", f"DiffLoRA near the base model (here: the "
                     f"interval of the difference within +-{NEAR})")
         for m in diff_models:
-            d = paired_difference(_pool(scores, "icl", m, str(top)), _pool(scores, "icl", "base", str(top)))
+            d = paired_difference(_pool(results, "icl", m, shots=top), _pool(results, "icl", "base", shots=top))
             if d:
                 f.measured.append(f"{m} - base {show(d)}")
                 f.verdicts.append("agrees" if -NEAR <= d.low and d.high <= NEAR else
@@ -173,7 +177,7 @@ def _icl_findings(summaries, scores, models, diff_models, shots, train_length) -
         out.append(f)
     # "worse as demonstrations grow past the training length": the longest prompts against the
     # longest shot count whose prompts still fit the fine-tuning length
-    any_label = next(iter(summaries["icl"].values()), {})
+    any_label = next(iter(results["icl"].summary.values()), {})
     tokens = {int(k): v.get("prompt_tokens", 0) for k, v in any_label.items()}
     inside = [k for k in sorted(tokens) if tokens[k] <= train_length]
     beyond = [k for k in sorted(tokens) if tokens[k] > train_length]
@@ -182,10 +186,9 @@ def _icl_findings(summaries, scores, models, diff_models, shots, train_length) -
         f = Finding("ICL past the fine-tuning length", f"DiffLoRA worse as demonstrations grow past the training length "
                     f"(here {k_in} shots, {tokens[k_in]} tokens, against {k_out} shots, {tokens[k_out]} tokens; "
                     f"fine-tuning length {train_length})")
-        for m in diff_models:
-            inside_scores = {k.split("/", 1)[1]: v for k, v in _pool(scores, "icl", m, str(k_in)).items()}
-            beyond_scores = {k.split("/", 1)[1]: v for k, v in _pool(scores, "icl", m, str(k_out)).items()}
-            d = paired_difference(inside_scores, beyond_scores)
+        for m in diff_models:  # the same test examples at both shot counts: paired by test example
+            d = paired_difference(_pool(results, "icl", m, by=("index",), shots=k_in),
+                                  _pool(results, "icl", m, by=("index",), shots=k_out))
             if d:
                 f.measured.append(f"{m}: {k_in} shots - {k_out} shots {show(d)}")
                 f.verdicts.append(direction(d))
@@ -222,10 +225,10 @@ def _needle_ratio(mass: dict) -> float:
     return mass.get("needle", 0.0) / context if context > 0 else float("nan")
 
 
-def _group_norm_finding(scores: dict) -> Finding:
+def _group_norm_finding(results: dict[str, TaskResult]) -> Finding:
     f = Finding("GroupNorm", "DiffLoRA-32 + GroupNorm destroys the pretrained model (average 0.15 against 0.42)")
     for task in ("nih", "icl"):
-        d = paired_difference(_pool(scores, task, "difflora-32"), _pool(scores, task, "difflora-32-gn"))
+        d = paired_difference(_pool(results, task, "difflora-32"), _pool(results, task, "difflora-32-gn"))
         if d:
             f.measured.append(f"{task}: difflora-32 - difflora-32-gn {show(d)}")
             f.verdicts.append(direction(d))

@@ -1,6 +1,7 @@
 """Evaluating one model (the base or an adapter on it) on every demo task, through the evaluation
-suite's own functions. Each (model, task) result is written to OUT/eval/<model>/<task>.json as soon
-as it exists, so an interrupted evaluation resumes task by task."""
+tasks' own run(). Each (model, task) result is written to OUT/eval/<model>/<task>.json as soon as it
+exists (its summary and per-sample rows), so an interrupted evaluation resumes task by task and the
+report stage reads the results back as TaskResults."""
 
 from __future__ import annotations
 
@@ -9,19 +10,19 @@ import os
 
 import torch
 
-from ..analysis.attention_mass import run_attention_mass
-from ..evaluation.degeneration import run_degeneration
-from ..evaluation.generation import device_of
+from ..devices import device_of
 from ..evaluation.results import write_json
-from ..evaluation.run_icl import run_icl
-from ..evaluation.run_nih import run_nih
+from ..evaluation.settings import EvalSettings
 from ..evaluation.stats import bootstrap
+from ..evaluation.task import TaskResult
+from ..evaluation.tasks import attention_mass, degeneration, many_shot_icl, needles
 from ..train.chat_data import ChatCollator, build_dataset
 from .plan import DemoPlan
 
 # Room for the answer after RULER's answer prefix: a 7-digit number is 8 tokens with one token per
 # digit, a uuid about 25, MV's four numbers about 36. None: the suite's own (generous) defaults.
 CPU_NEW_TOKENS = {"mk2": 16, "mk3": 40, "mv": 48}
+LOSS = "loss"  # the demo's own task: held-out assistant-token loss, one sample per conversation
 
 
 def result_path(out_dir: str, label: str, task: str) -> str:
@@ -29,66 +30,67 @@ def result_path(out_dir: str, label: str, task: str) -> str:
 
 
 def evaluate_model(plan: DemoPlan, label: str, model, tokenizer, out_dir: str, heldout: str, log=print) -> None:
-    """Every task of the plan for one model; tasks already written are skipped. Each file holds
-    {"summary": what the suite's run function returns for this model, "scores": per-sample scores
-    keyed so that the same sample has the same key for every model (for paired comparisons)}."""
+    """Every task of the plan for one model; tasks already written are skipped."""
     for task in plan.tasks:
         path = result_path(out_dir, label, task)
-        if os.path.isfile(path):
+        if _read(path) is not None:
             continue
         log(f"{label}: {task}")
-        work = os.path.join(out_dir, "eval", label, task)
-        write_json(path, run_task(plan, task, label, (model, tokenizer), heldout, work))
+        result = run_task(plan, task, label, (model, tokenizer), heldout)
+        write_json(path, {"summary": result.summary[label], "rows": result.rows, "settings": result.settings,
+                          "sample_fields": list(result.sample_fields), "score_field": result.score_field})
 
 
-def run_task(plan: DemoPlan, task: str, label: str, pair: tuple, heldout: str, work: str) -> dict:
+def run_task(plan: DemoPlan, task: str, label: str, pair: tuple, heldout: str) -> TaskResult:
+    """One demo task on one model, in memory."""
     models = {label: pair}
+    settings = EvalSettings(seed=plan.seed, batch_size=plan.batch_size)
     if task == "nih":
-        summary, scores = {}, {}
-        for nih_task in plan.nih_tasks:  # one call per task: each has its own answer length
-            new_tokens = CPU_NEW_TOKENS[nih_task] if plan.embedded_base else None
-            result = run_nih(models, (nih_task,), plan.nih_lengths, plan.nih_samples, plan.seed, out_dir=work,
-                             batch_size=plan.batch_size, max_new_tokens=new_tokens, train_length=plan.train_max_length)
-            summary[nih_task] = result[label][nih_task]
-            scores[nih_task] = {f"{r['length']}/{r['index']}": r["score"] for r in _rows(work, "nih")}
-        return {"summary": summary, "scores": scores}
+        parts = [needles.run(models, settings, tasks=(t,), lengths=plan.nih_lengths, n_samples=plan.nih_samples,
+                             max_new_tokens=CPU_NEW_TOKENS[t] if plan.embedded_base else None,
+                             train_length=plan.train_max_length)
+                 for t in plan.nih_tasks]  # one run per needle task: each has its own answer length
+        summary = {t: p.summary[label][t] for t, p in zip(plan.nih_tasks, parts)}
+        return TaskResult(needles.NAME, {label: summary}, [r for p in parts for r in p.rows],
+                          {**parts[0].settings, "tasks": list(plan.nih_tasks)}, needles.SAMPLE_ID)
     if task == "icl":
-        result = run_icl(models, plan.icl_shots, plan.icl_samples, seed=plan.seed, batch_size=plan.batch_size,
-                         out_dir=work)
-        return {"summary": result[label], "scores": {f"{r['shots']}/{r['index']}": r["score"] for r in _rows(work, "icl")}}
+        return many_shot_icl.run(models, settings, shots=plan.icl_shots, n_samples=plan.icl_samples)
     if task == "attention":
-        result = run_attention_mass(models, plan.attention_length, plan.attention_prompts, seed=plan.seed,
-                                    show_progress=True)
-        return {"summary": result[label], "scores": {}}
+        return attention_mass.run(models, settings, length=plan.attention_length, n_prompts=plan.attention_prompts)
     if task == "degeneration":
-        result = run_degeneration(models, None, plan.degeneration_tokens, batch_size=plan.batch_size, out_dir=work)
-        return {"summary": result[label],
-                "scores": {str(i): float(r["degenerate"]) for i, r in enumerate(_rows(work, "degeneration"))}}
-    if task == "loss":
+        return degeneration.run(models, settings, max_new_tokens=plan.degeneration_tokens)
+    if task == LOSS:
         losses = heldout_losses(*pair, heldout, plan.train_max_length)
-        return {"summary": bootstrap(losses).to_dict(), "scores": {str(i): v for i, v in enumerate(losses)}}
+        return TaskResult(LOSS, {label: bootstrap(losses).to_dict()},
+                          [{"model": label, "index": i, "score": v} for i, v in enumerate(losses)],
+                          {"heldout": heldout}, ("index",))
     raise ValueError(f"unknown demo task {task}")
 
 
-def _rows(work: str, name: str) -> list[dict]:
-    with open(os.path.join(work, f"{name}_samples.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def gather(out_dir: str, labels: list[str], tasks: tuple[str, ...]) -> tuple[dict, dict]:
-    """({task: {label: summary}}, {task: {label: scores}}) from the files evaluate_model wrote;
-    the summaries are in the layout the evaluation suite's report and plot helpers take."""
-    summaries: dict = {}
-    scores: dict = {}
+def gather(out_dir: str, labels: list[str], tasks: tuple[str, ...]) -> dict[str, TaskResult]:
+    """{task: TaskResult of every model that has it} from the files evaluate_model wrote."""
+    results: dict[str, TaskResult] = {}
     for task in tasks:
         for label in labels:
-            path = result_path(out_dir, label, task)
-            if os.path.isfile(path):
-                with open(path) as f:
-                    saved = json.load(f)
-                summaries.setdefault(task, {})[label] = saved["summary"]
-                scores.setdefault(task, {})[label] = saved["scores"]
-    return summaries, scores
+            saved = _read(result_path(out_dir, label, task))
+            if saved is None:
+                continue
+            if task not in results:
+                results[task] = TaskResult(task, {}, [], saved["settings"], tuple(saved["sample_fields"]),
+                                           saved["score_field"])
+            results[task].summary[label] = saved["summary"]
+            results[task].rows += saved["rows"]
+    return results
+
+
+def _read(path: str) -> dict | None:
+    """A saved (model, task) result; None when there is none yet, or it was written in an older layout
+    (without per-sample rows), so that the task runs again."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        saved = json.load(f)
+    return saved if "rows" in saved else None
 
 
 @torch.no_grad()

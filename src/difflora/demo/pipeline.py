@@ -19,9 +19,11 @@ import torch
 from rich.console import Console
 
 from ..evaluation.results import write_json
-from ..models import ModelSpec, load_model
+from ..loading import ModelSpec, load_model
+from ..train.config import read_yaml_config
+from ..train.method_spec import LORA_8, MethodSpec
 from .base_model import ensure_base
-from .plan import DIFFORA_MODELS, DemoPlan, check_plan, lora_params, selection_for
+from .plan import DIFFORA_MODELS, DemoPlan, check_plan, selection_for
 from .state import DemoState, StopAfterStage, fingerprint
 
 console = Console(stderr=True)
@@ -97,13 +99,14 @@ class Demo:
 
         stage = f"train:{name}"
         output_dir = os.path.join(self.out, "adapters", name)
+        method = self.plan.method_for(name, hidden_size)
         config = {
-            "model": self.base_path, "output_dir": output_dir,
-            "method": self.plan.method_for(name, hidden_size),
+            "model": self.base_path, "output_dir": output_dir, "method": method,
             "data": {"train": self.train_file, "max_length": self.plan.train_max_length},
             "training": {**self.plan.training, "report_to": []},
         }
-        fingerprint = self._hash(config, self.state.stages.get("data", {}).get("fingerprint"), self._base_id(),
+        fingerprint = self._hash({**config, "method": method.as_dict()},
+                                 self.state.stages.get("data", {}).get("fingerprint"), self._base_id(),
                                  self.plan.select_steps if name in DIFFORA_MODELS else None)
         if name in DIFFORA_MODELS:
             config = self._select(name, config, fingerprint)
@@ -135,18 +138,16 @@ class Demo:
                                    progress=True)
             self.state.finish(stage, fingerprint, time.time() - started, kept=[c.module_name for c in result.kept],
                               trainable_params=result.trainable_params)
-        import yaml
-
-        with open(os.path.join(out, "train_config.yaml")) as f:
-            selected = yaml.safe_load(f)  # the selection as `difflora train` reads it
-        return {**config, "method": selected["method"], "init_from": selected["init_from"]}
+        path = os.path.join(out, "train_config.yaml")
+        selected = read_yaml_config(path)  # the selection as `difflora train` reads it
+        method = MethodSpec.parse(selected["method"], path)
+        return {**config, "method": method, "init_from": selected["init_from"]}
 
     def _lora_8_params(self) -> int:
-        from transformers import AutoConfig
+        """LoRA-8's trainable parameters on this base (the budget of diffora-lora's selection)."""
+        from ..select import lora_params_per_rank
 
-        from ..train.method import LORA_8
-
-        return lora_params(AutoConfig.from_pretrained(self.base_path), LORA_8["r"], LORA_8["target_modules"])
+        return LORA_8["r"] * lora_params_per_rank(self.base_path, LORA_8["target_modules"])
 
     def evaluate(self, label: str) -> None:
         from .evaluate import evaluate_model

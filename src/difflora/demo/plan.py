@@ -12,12 +12,13 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..errors import UserError
+from ..train.method_spec import MethodSpec
 from .base_model import QUICK_RECIPE, BaseRecipe
 from .state import fingerprint
 
 ALL_MODELS = ("lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "shared-diff",
               "difflora-shared-kv", "diffora-lora", "diffora-difflora")
-# DiffoRA (issue 6): a selection (difflora select) picks the modules, then the kept adapters train
+# DiffoRA (module selection): a search (difflora select) picks the modules, then the kept adapters train
 # from their search weights. Each is compared with the uniform model named here.
 DIFFORA_MODELS = {"diffora-lora": "lora-8", "diffora-difflora": "difflora-64"}
 ALL_TASKS = ("nih", "icl", "attention", "degeneration", "loss")
@@ -63,33 +64,23 @@ class DemoPlan:
     def embedded_base(self) -> bool:
         return self.recipe is not None
 
-    def method_for(self, name: str, hidden_size: int) -> dict:
-        """The `method:` section of the training config of one demo model (for a DiffoRA model:
-        the candidates its search starts from, see selection_for)."""
+    def method_for(self, name: str, hidden_size: int) -> MethodSpec:
+        """The method one demo model trains (for a DiffoRA model: the candidates its search starts
+        from, see selection_for)."""
         if name == "diffora-lora":  # twice LoRA-8's rank on half the parameters' worth of modules
-            return {"type": "lora", "preset": "lora-8", "r": 16, "lora_alpha": 32}
+            return MethodSpec.parse({"type": "lora", "preset": "lora-8", "r": 16, "lora_alpha": 32})
         if name in DIFFORA_MODELS:
             return self.method_for(DIFFORA_MODELS[name], hidden_size)
         if name == "lora-8":
-            return {"type": "lora", "preset": "lora-8"}
+            return MethodSpec.default("lora")
         overrides = rank_overrides(hidden_size)[name] if self.cap_ranks else {}
-        return {"type": "difflora", "preset": name, **overrides}
+        return MethodSpec.parse({"type": "difflora", "preset": name, **overrides})
 
 
 def selection_for(name: str, lora_8_params: int) -> dict:
     """How a DiffoRA model's search is discretised: LoRA within LoRA-8's parameter count (the DiffoRA
     paper's comparison at equal size); DiffLoRA on half the layers (sampling rate 0.5)."""
     return {"budget": lora_8_params} if name == "diffora-lora" else {"sampling_rate": 0.5}
-
-
-def lora_params(config, r: int, modules: list[str]) -> int:
-    """Trainable parameters of LoRA rank r on these modules of every layer: r * (in + out) each."""
-    hidden, inter = config.hidden_size, config.intermediate_size
-    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
-    q, kv = config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim
-    shapes = {"q_proj": (hidden, q), "k_proj": (hidden, kv), "v_proj": (hidden, kv), "o_proj": (q, hidden),
-              "gate_proj": (hidden, inter), "up_proj": (hidden, inter), "down_proj": (inter, hidden)}
-    return config.num_hidden_layers * sum(r * sum(shapes[m]) for m in modules)
 
 
 def rank_overrides(hidden_size: int) -> dict[str, dict]:

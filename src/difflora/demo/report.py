@@ -1,9 +1,9 @@
 """OUT/report.md and OUT/report.html: what was run, a table of models x metrics, the plots, and the
 paper's findings beside what the demo found, with a plain sentence wherever they disagree.
 
-The per-task sections and plots are the evaluation suite's own (difflora.evaluation.report and the
-run_* modules' plot functions); this module adds the demo's overview, the comparison with the
-paper (compare.py), the training curves and the measured timings.
+The per-task sections and plots are the evaluation tasks' own (their section()); this module adds
+the demo's overview, the comparison with the paper (compare.py), the held-out loss, the training
+curves and the measured timings.
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ import json
 import os
 import platform
 
-from ..analysis.attention_mass import plot_attention_layers, plot_attention_mass
-from ..evaluation.degeneration import plot_degeneration
-from ..evaluation.plots import _save, grouped_bars, plt
-from ..evaluation.report import PAPER_FINDINGS, Report, add_attention, add_degeneration, add_icl, add_nih, fmt
-from ..evaluation.run_icl import plot_icl
-from ..evaluation.run_nih import plot_nih
+from ..evaluation.document import Report, fmt, lookup
+from ..evaluation.paper import FINDINGS
+from ..evaluation.plots import grouped_bars, plt, save_figure
+from ..evaluation.tasks import TASKS
+from ..train.trainer import lambda_series
 from .compare import findings
-from .evaluate import gather
-from .plan import DIFFORA_MODELS, DemoPlan, rank_overrides
+from .evaluate import LOSS, gather
+from .plan import DIFFORA_MODELS, DemoPlan
 from .state import DemoState
 
 SECTIONS = ("What was run", "Base model quality", "Models x metrics", "The paper's findings beside the demo's",
@@ -30,7 +29,8 @@ SECTIONS = ("What was run", "Base model quality", "Models x metrics", "The paper
 def write_demo_report(plan: DemoPlan, base_path: str, adapters: dict[str, str], out_dir: str,
                       state: DemoState, command: str | None = None) -> str:
     labels = ["base", *adapters]
-    summaries, scores = gather(out_dir, labels, plan.tasks)
+    results = gather(out_dir, labels, plan.tasks)
+    summaries = {task: result.summary for task, result in results.items()}
     figures = os.path.join(out_dir, "figures")
     report = Report("DiffLoRA in miniature: the paper's comparison, measured")
 
@@ -40,30 +40,26 @@ def write_demo_report(plan: DemoPlan, base_path: str, adapters: dict[str, str], 
     report.text("Accuracies are means over samples with a 95% bootstrap interval; needle columns at the shortest and "
                 "longest context; held-out loss is the assistant-token loss on held-out instruction data.")
     report.table(*_overview(summaries, plan, labels, adapters))
-    _paper_comparison(report, summaries, scores, plan)
+    _paper_comparison(report, results, plan)
 
-    if "nih" in summaries:
-        nih = {label: s for label, s in summaries["nih"].items()}
-        add_nih(report, nih, plot_nih(nih, figures, plan.train_max_length))
-    if "icl" in summaries:
-        add_icl(report, summaries["icl"], plot_icl(summaries["icl"], figures))
-        tokens = {k: v.get("prompt_tokens") for k, v in summaries["icl"]["base"].items()} if "base" in summaries["icl"] else {}
-        if tokens:
-            report.text("Prompt length (tokens) per shot count: " + ", ".join(f"{k}: {v}" for k, v in tokens.items())
-                        + f"; fine-tuning length {plan.train_max_length}.")
-    if "attention" in summaries:
-        att = summaries["attention"]
-        add_attention(report, att, plot_attention_mass(att, os.path.join(figures, "attention_mass.png")),
-                      plot_attention_layers(att, os.path.join(figures, "attention_mass_layers.png")))
-    if "degeneration" in summaries:
-        deg = summaries["degeneration"]
-        add_degeneration(report, deg, plot_degeneration(deg, os.path.join(figures, "degeneration.png")))
-    if "loss" in summaries:
-        _heldout_section(report, summaries["loss"], figures)
+    for name, task in TASKS.items():
+        if name in results:
+            task.section(report, results[name].summary, figures, results[name].settings)
+            if name == "icl":
+                _icl_prompt_lengths(report, results[name].summary, plan)
+    if LOSS in summaries:
+        _heldout_section(report, summaries[LOSS], figures)
     _diffora_section(report, out_dir, plan)
     _training_section(report, base_path, adapters, figures, plan)
     md, _ = report.write(out_dir)
     return md
+
+
+def _icl_prompt_lengths(report: Report, icl: dict, plan: DemoPlan) -> None:
+    tokens = {k: v.get("prompt_tokens") for k, v in icl["base"].items()} if "base" in icl else {}
+    if tokens:
+        report.text("Prompt length (tokens) per shot count: " + ", ".join(f"{k}: {v}" for k, v in tokens.items())
+                    + f"; fine-tuning length {plan.train_max_length}.")
 
 
 # -- what was run ------------------------------------------------------------------------------
@@ -96,12 +92,11 @@ def _what_was_run(report: Report, plan: DemoPlan, base_path: str, adapters: dict
                 f"learning rate {train.get('learning_rate')}, max length {plan.train_max_length}, loss on assistant "
                 "tokens only, through `difflora train`'s pipeline (transformers Trainer).")
     if plan.cap_ranks and config.get("hidden_size"):
-        hidden = config["hidden_size"]
-        caps = rank_overrides(hidden)
-        report.text(f"Ranks: the presets' r=64 and r=32 are sized for hidden 2048; on this base (hidden {hidden}) they are "
-                    f"capped at hidden/4 = {caps['difflora-64']['r']} (difflora-64, difflora-64-fixed, difflora-shared-kv) and hidden/8 = "
-                    f"{caps['difflora-32']['r']} (difflora-32, difflora-32-gn, shared-diff), alpha = 2r as in the presets. "
-                    "LoRA keeps r=8 on q, k, v, o, gate, up and down.")
+        saved = {name: _read_json(os.path.join(folder, "adapter_config.json")) or {} for name, folder in adapters.items()}
+        ranks = ", ".join(f"{name} r={c['r']}" for name, c in saved.items() if c.get("peft_type") != "LORA" and "r" in c)
+        report.text(f"Ranks: the presets' r=64 and r=32 are sized for hidden 2048; on this base (hidden "
+                    f"{config['hidden_size']}) they are capped at hidden/4 and hidden/8, alpha = 2r as in the presets "
+                    f"(as each adapter_config.json records: {ranks}). LoRA keeps r=8 on q, k, v, o, gate, up and down.")
     rows = []
     for name, folder in adapters.items():
         adapter_config = _read_json(os.path.join(folder, "adapter_config.json")) or {}
@@ -189,19 +184,19 @@ def _overview(summaries: dict, plan: DemoPlan, labels: list[str], adapters: dict
 
 
 def _cell(per_key: dict, key) -> str:
-    value = per_key.get(str(key), per_key.get(key))
+    value = lookup(per_key, key)
     return fmt(value) if value else ""
 
 
 # -- the paper beside the demo -------------------------------------------------------------------
 
-def _paper_comparison(report: Report, summaries: dict, scores: dict, plan: DemoPlan) -> None:
+def _paper_comparison(report: Report, results: dict, plan: DemoPlan) -> None:
     report.heading("The paper's findings beside the demo's")
     report.text("The paper fine-tunes Llama-3.2-1B-Instruct on Tulu-2; the demo fine-tunes a CPU-sized model for a "
                 "minute on generated data, so it compares the shape of the results, not their size. Each verdict comes "
                 "from a paired bootstrap over the same samples: agrees (the 95% interval of the difference is on the "
                 "paper's side of zero), disagrees (on the other side), cannot tell (it holds zero).")
-    found = findings(summaries, scores, plan.models, plan.icl_shots, plan.train_max_length)
+    found = findings(results, plan.models, plan.icl_shots, plan.train_max_length)
     report.table(["finding", "paper", "demo (difference, 95% interval)", "verdict"],
                  [[f.name, f.paper, "; ".join(f.measured) or "not measured", f.verdict] for f in found])
     for f in found:
@@ -211,7 +206,7 @@ def _paper_comparison(report: Report, summaries: dict, scores: dict, plan: DemoP
                         f"{'; '.join(which)}. A {len(plan.models)}-adapter comparison on a model this small, trained "
                         "this briefly on generated data, need not behave like a 1B model trained on Tulu-2; the demo "
                         "reports what it measured rather than the paper's result.")
-    report.text(f"Not run here (they need a real model): {PAPER_FINDINGS['general']} {PAPER_FINDINGS['rag']}")
+    report.text(f"Not run here (they need a real model): {FINDINGS['general']} {FINDINGS['rag']}")
 
 
 # -- held-out loss and training curves ----------------------------------------------------------
@@ -290,18 +285,7 @@ def plot_losses(base_path: str, adapters: dict[str, str], path: str) -> str:
         ax.legend(fontsize=7)
     else:  # a run shorter than the logging interval logs no loss; say so rather than draw empty axes
         ax.text(0.5, 0.5, "no fine-tuning loss was logged", ha="center", va="center", transform=ax.transAxes)
-    return _save(fig, path)
-
-
-def lambda_series(history: list[dict]) -> dict[int, list[tuple[int, float]]]:
-    series: dict[int, list[tuple[int, float]]] = {}
-    for h in history:
-        if "loss" not in h:
-            continue
-        for key, value in h.items():
-            if key.startswith("lambda/"):
-                series.setdefault(int(key.split("/")[1]), []).append((h["step"], value))
-    return series
+    return save_figure(fig, path)
 
 
 def plot_lambdas(adapters: dict[str, str], path: str) -> str | None:
@@ -318,7 +302,7 @@ def plot_lambdas(adapters: dict[str, str], path: str) -> str | None:
     axes[0][0].set_ylabel("lambda")
     axes[0][-1].legend(fontsize=6)
     fig.suptitle("lambda per layer over fine-tuning")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # -- small helpers ------------------------------------------------------------------------------

@@ -1,36 +1,35 @@
 """Evaluation: needle-in-a-haystack (RULER format), many-shot ICL (HELMET format), degenerate
-generation, lm-eval-harness, and reports. Every evaluation takes already-loaded models:
+generation, attention mass per segment, lm-eval-harness, and reports. Every task takes
+already-loaded models, one EvalSettings and its own options (the interface: tasks/__init__.py):
+
+    from difflora.evaluation.tasks import attention_mass, degeneration, many_shot_icl, needles
 
     models = {"base": load_model(BASE), "difflora": load_model(f"{BASE}::{ADAPTER}")}
-    run_nih(models, tasks=("mk2", "mv"), lengths=(512, 1024), n_samples=20, seed=0, out_dir="runs/eval")
-    run_icl(models, shots=(6, 12, 24), n_samples=30, out_dir="runs/eval")
-    run_degeneration(models, out_dir="runs/eval")
-    attention_mass(models, length=512, n_prompts=4, out_dir="runs/eval")
-    run_lm_eval(models, ["arc_easy"], out_dir="runs/eval")      # needs lm-eval
-    write_report(["runs/eval"], "runs/eval")
+    settings = EvalSettings(seed=0, out_dir="runs/eval")
+    nih = needles.run(models, settings, tasks=("mk2", "mv"), lengths=(512, 1024), n_samples=20)
+    icl = many_shot_icl.run(models, settings, shots=(6, 12, 24), n_samples=30)
+    degeneration.run(models, settings)
+    attention_mass.run(models, settings, length=512, n_prompts=4)
+    write_report([nih, icl, "runs/other-eval"], "runs/report")
 
-run_lm_eval (lm-eval is slow to import) and attention_mass are imported on first use.
+Each run returns a TaskResult (summary and per-sample rows, in memory). The functions exported
+here return the summary alone, with EvalSettings' fields as keywords:
+run_nih(models, tasks=..., lengths=..., n_samples=..., seed=0, out_dir=...), run_icl,
+run_degeneration, attention_mass, run_lm_eval (needs lm-eval).
 """
 
 from __future__ import annotations
 
-import importlib
-
-# Eager: the modules run_nih / run_icl share their function's name, and a lazily resolved name
-# would be shadowed by the submodule once anything imports it.
-from .degeneration import run_degeneration
 from .report import Report, Section, write_report
-from .run_icl import run_icl
-from .run_nih import run_nih
+from .settings import EvalSettings
 from .stats import bootstrap
+from .task import TaskResult
+from .tasks import TASKS
+from .tasks.attention_mass import attention_mass
+from .tasks.degeneration import run_degeneration
+from .tasks.lm_eval_harness import run_lm_eval
+from .tasks.many_shot_icl import run_icl
+from .tasks.needles import run_nih
 
-_LAZY = {"run_lm_eval": ".lm_eval_model", "attention_mass": "..analysis.attention_mass"}
-
-__all__ = ["run_nih", "run_icl", "run_degeneration", "run_lm_eval", "attention_mass", "write_report", "Section",
-           "Report", "bootstrap"]
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name], __name__), name)
+__all__ = ["EvalSettings", "TaskResult", "TASKS", "run_nih", "run_icl", "run_degeneration", "run_lm_eval",
+           "attention_mass", "write_report", "Section", "Report", "bootstrap"]

@@ -11,7 +11,9 @@ from collections.abc import Callable
 
 import torch
 
+from ..devices import device_of
 from ..errors import UserError
+from ..loading import ensure_pad_token
 
 
 def uses_chat(tokenizer, chat: bool | None = None) -> bool:
@@ -55,10 +57,6 @@ def check_length(model, length: int, max_new_tokens: int, label: str = "the mode
                         f"max_position_embeddings ({limit}): choose shorter lengths or fewer shots")
 
 
-def device_of(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def generate(model, tokenizer, texts: list[str], max_new_tokens: int = 32, batch_size: int = 8,
              progress: Callable[[int], None] | None = None) -> list[str]:
@@ -69,8 +67,7 @@ def generate(model, tokenizer, texts: list[str], max_new_tokens: int = 32, batch
     if not texts:
         return []
     tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     lengths = [n_tokens(tokenizer, t) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     device = device_of(model)

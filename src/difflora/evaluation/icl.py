@@ -1,4 +1,5 @@
-"""Many-shot in-context classification in the HELMET format.
+"""Many-shot in-context classification samples in the HELMET format (the task that runs them on
+models is tasks/many_shot_icl.py).
 
 Per test example (HELMET's load_icl):
 - every class maps to a random integer id (a shuffled range(number of classes)), so the model
@@ -22,7 +23,6 @@ a `datasets` name ("name" or "name:config", with split) or a folder of data file
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from ..errors import UserError
-from ..textfiles import read_text
+from ..textfiles import read_jsonl
 
 INSTRUCTION = ('Use the provided mapping from the text to label to assign a label to the text. '
                'Only output "label: {label}" and nothing else.')
@@ -46,10 +46,10 @@ def load_examples(source: str = BUNDLED, text_field: str = "text", label_field: 
                   split: str = "train") -> list[dict]:
     """[{"text": str, "label": str}] from the bundled set, a JSONL file or a datasets name."""
     if source == BUNDLED:
-        rows = _parse_jsonl(resources.files("difflora.resources").joinpath("icl_topics.jsonl").read_text(),
-                            source, "text", "label")
+        bundled = resources.files("difflora.resources").joinpath("icl_topics.jsonl").read_text()
+        rows = _read_rows(source, bundled, "text", "label")
     elif os.path.isfile(source):
-        rows = _parse_jsonl(read_text(source), source, text_field, label_field)
+        rows = _read_rows(source, None, text_field, label_field)
     elif os.path.isdir(source):  # a folder of data files, read by `datasets` (split = file name)
         rows = _load_dataset(source, text_field, label_field, split)
     elif source.endswith((".jsonl", ".json")) or (os.sep in source and not _looks_like_hub_id(source)):
@@ -67,17 +67,12 @@ def _looks_like_hub_id(source: str) -> bool:
     return source.count("/") == 1 and not source.startswith((".", "/"))
 
 
-def _parse_jsonl(text: str, source: str, text_field: str, label_field: str) -> list[dict]:
+def _read_rows(source: str, text: str | None, text_field: str, label_field: str) -> list[dict]:
+    """{"text", "label"} rows of a JSONL file (text: its contents when already in memory)."""
     rows = []
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{source}:{line_no}: invalid JSON ({exc.msg})") from None
+    for where, row in read_jsonl(source, text):
         if not isinstance(row, dict) or text_field not in row or label_field not in row:
-            raise UserError(f'{source}:{line_no}: expected an object with "{text_field}" and "{label_field}" '
+            raise UserError(f'{where}: expected an object with "{text_field}" and "{label_field}" '
                             "(choose other fields with --text-field/--label-field)")
         rows.append({"text": str(row[text_field]), "label": str(row[label_field])})
     return rows

@@ -1,6 +1,7 @@
-"""Needle-in-a-haystack in the RULER/HELMET format: MK-2, MK-3 and MV.
+"""Needle-in-a-haystack samples in the RULER/HELMET format: MK-2, MK-3 and MV (the task that runs
+them on models is tasks/needles.py).
 
-Templates (spec section 10, RULER's niah):
+Templates (RULER's niah; docs/evaluation.md):
   needle  "One of the special magic {type} for {key} is: {value}."
   prompt  "Some special magic {type} are hidden within the following text. Make sure to memorize it.
            I will quiz you about the {type} afterwards.\\n{context}\\nWhat are all the special magic
@@ -57,7 +58,7 @@ TASKS = {
 
 
 def singular(text: str) -> str:
-    """The spec's single-answer rewrite, applied in its order."""
+    """RULER's single-answer rewrite, applied in its order (docs/evaluation.md)."""
     return text.replace("Some", "A").replace("are all", "is").replace("are", "is")
 
 

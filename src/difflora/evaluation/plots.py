@@ -31,7 +31,7 @@ def accuracy_lines(series: dict[str, dict], xlabel: str, title: str, path: str,
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def grouped_bars(values: dict[str, dict[str, float]], title: str, ylabel: str, path: str,
@@ -57,10 +57,11 @@ def grouped_bars(values: dict[str, dict[str, float]], title: str, ylabel: str, p
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
+    """Write a finished figure as a PNG (its folder made), close it, and return the path."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

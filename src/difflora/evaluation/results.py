@@ -16,6 +16,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from .task import TaskResult
+
 
 def write_jsonl(path: str, rows: list[dict]) -> str:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -32,11 +34,6 @@ def write_json(path: str, data) -> str:
     return path
 
 
-def read_json(path: str):
-    with open(path) as f:
-        return json.load(f)
-
-
 @contextlib.contextmanager
 def progress_bar(description: str, total: int, enabled: bool = True):
     """Yields advance(n): a rich progress bar on stderr when enabled, a no-op otherwise."""
@@ -50,11 +47,11 @@ def progress_bar(description: str, total: int, enabled: bool = True):
         yield lambda n=1: bar.advance(task, n)
 
 
-def write_results(out_dir: str, name: str, summary: dict, rows: list[dict], settings: dict) -> dict[str, str]:
-    """{name}_samples.jsonl (one row per sample and model), {name}_summary.json (what the run
-    function returns) and {name}_settings.json (how it was run)."""
+def save_result(result: TaskResult, out_dir: str) -> dict[str, str]:
+    """{name}_samples.jsonl (one row per sample and model), {name}_summary.json (the summary per
+    model) and {name}_settings.json (how it was run), for a TaskResult named name."""
     return {
-        "samples": write_jsonl(os.path.join(out_dir, f"{name}_samples.jsonl"), rows),
-        "summary": write_json(os.path.join(out_dir, f"{name}_summary.json"), summary),
-        "settings": write_json(os.path.join(out_dir, f"{name}_settings.json"), settings),
+        "samples": write_jsonl(os.path.join(out_dir, f"{result.name}_samples.jsonl"), result.rows),
+        "summary": write_json(os.path.join(out_dir, f"{result.name}_summary.json"), result.summary),
+        "settings": write_json(os.path.join(out_dir, f"{result.name}_settings.json"), result.settings),
     }

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .. import compat
-from ..inspect import difflora_layers
+from ..introspection import difflora_layers
 from .card import model_card
 from .source import read_adapter, tokenizer_folder
 from .weights import standalone_weights
@@ -34,7 +34,7 @@ def export_standalone(source: str | os.PathLike | nn.Module, out_dir: str | os.P
     tokenizer: a tokenizer (object or folder) to ship; default: the adapter folder's, else the base's.
     """
     from .. import __version__
-    from ..models import load_model
+    from ..loading import load_model
 
     out = check_out_dir(out_dir)
     if isinstance(source, (str, os.PathLike)):
@@ -58,7 +58,7 @@ def export_standalone(source: str | os.PathLike | nn.Module, out_dir: str | os.P
 
 
 def _spec(base: str):
-    from ..models import ModelSpec
+    from ..loading import ModelSpec
 
     return ModelSpec(base)
 

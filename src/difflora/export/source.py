@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ..errors import UserError
-from ..models import ModelSpec
+from ..loading import ModelSpec, adapter_base, read_adapter_config
 
 
 def read_adapter(adapter_dir: str | os.PathLike, base: str | None = None) -> tuple[ModelSpec, dict]:
@@ -17,20 +16,14 @@ def read_adapter(adapter_dir: str | os.PathLike, base: str | None = None) -> tup
     if not path.is_dir():
         raise UserError(f"'{path}' is not a folder: give a DiffLoRA adapter folder (from save_pretrained or "
                         "difflora train)")
-    config_file = path / "adapter_config.json"
-    if not config_file.is_file():
+    if not (path / "adapter_config.json").is_file():
         raise UserError(f"'{path}' is not a DiffLoRA adapter folder: it has no adapter_config.json")
-    try:
-        config = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"'{config_file}' is not valid JSON ({exc}): re-save the adapter") from exc
-    peft_type = config.get("peft_type") if isinstance(config, dict) else None
+    config = read_adapter_config(str(path))
+    peft_type = config.get("peft_type")
     if peft_type != "DIFFLORA":
         raise UserError(f"'{path}' holds a {peft_type or 'non-PEFT'} adapter, not a DiffLoRA one: export writes "
                         "DiffLoRA models (a LoRA adapter merges into a plain model with peft's merge_and_unload)")
-    base = base or config.get("base_model_name_or_path")
-    if not base:
-        raise UserError(f"'{config_file}' does not name its base model: pass it with --base")
+    base = base or adapter_base(str(path), "pass it with --base")
     return ModelSpec(str(base), str(path)), config
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import compat
 from ..errors import UserError
-from ..inspect import difflora_layers
+from ..introspection import difflora_layers
 from ..tuner.layer import DiffLoRAAttention, LayerSettings
 from .standalone.configuration_difflora import FORMAT
 

@@ -15,7 +15,6 @@ weight set to 0 and every kept candidate's weight set to `equivalent_gates(...)`
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -25,8 +24,7 @@ from peft import get_peft_model
 from torch import nn
 
 from .. import compat
-from ..core.lambda_param import LearnedLambda
-from ..train.method import peft_config_for
+from ..train.method_spec import MethodSpec
 from .candidates import Candidate, adapter_submodules, candidate_module
 from .relaxation import SearchModel
 
@@ -53,18 +51,19 @@ def inherit(search: SearchModel, kept: list[Candidate]) -> Inherited:
     return Inherited(weights, kept_gates)
 
 
-def export_method(search_method: dict, kept: list[Candidate]) -> dict:
-    """The method section of the selected configuration."""
-    if search_method["type"] == "lora":
-        return {**search_method, "target_modules": [c.module_name for c in kept]}
-    return {**search_method, "layers_to_transform": sorted({c.layer for c in kept})}
+def export_method(search_method: MethodSpec, kept: list[Candidate]) -> MethodSpec:
+    """The method of the selected configuration."""
+    if search_method.type == "lora":
+        return search_method.replace(target_modules=[c.module_name for c in kept])
+    return search_method.replace(layers_to_transform=sorted({c.layer for c in kept}))
 
 
-def build_exported_model(base_model: nn.Module, method: dict, kept: list[Candidate], inherited: Inherited):
+def build_exported_model(base_model: nn.Module, method: MethodSpec, kept: list[Candidate],
+                         inherited: Inherited):
     """A PeftModel of the selected configuration on base_model (modified in place), holding the
     inherited weights with the architecture weights folded in where exact. Returns (model, folded)."""
     with compat.quiet_peft_deprecations():
-        model = get_peft_model(base_model, peft_config_for(method))
+        model = get_peft_model(base_model, method.peft_config())
     for candidate in kept:
         parts = adapter_submodules(candidate_module(model, candidate), ADAPTER)
         saved = inherited.weights[candidate.module_name]
@@ -73,7 +72,7 @@ def build_exported_model(base_model: nn.Module, method: dict, kept: list[Candida
                                f"the search had {sorted(saved)}")
         for name, part in parts.items():
             part.load_state_dict(saved[name])
-    folded = all(_fold(candidate_module(model, c), method["type"], inherited.gates[c.module_name]) for c in kept)
+    folded = all(_fold(candidate_module(model, c), method.type, inherited.gates[c.module_name]) for c in kept)
     return model, folded
 
 
@@ -100,27 +99,8 @@ def _fold(module: nn.Module, method_type: str, gate: float) -> bool:
         if method_type == "lora":
             module.lora_B[ADAPTER].weight.mul_(gate)
         else:
-            scale_learned_lambda(module.difflora_lambda[ADAPTER], gate)
+            module.difflora_lambda[ADAPTER].rescale_(gate)
     return True
-
-
-def scale_learned_lambda(lam: LearnedLambda, factor: float) -> None:
-    """Set the parameters of lambda = exp(q1.k1) - exp(q2.k2) + init so that lambda becomes
-    factor * lambda: one of the two exponentials is moved, the other kept (both stay positive)."""
-    q1, k1, q2, k2 = lam.lambda_q1, lam.lambda_k1, lam.lambda_q2, lam.lambda_k2
-    e1, e2 = math.exp(float(q1 @ k1)), math.exp(float(q2 @ k2))
-    gap = factor * (e1 - e2 + lam.lambda_init) - lam.lambda_init  # the wanted e1' - e2'
-    if gap + e2 > 0:
-        _set_dot(q1, k1, math.log(gap + e2))
-    else:
-        _set_dot(q2, k2, math.log(e1 - gap))
-
-
-def _set_dot(q: torch.Tensor, k: torch.Tensor, target: float) -> None:
-    """Move q along k so that q . k == target."""
-    if float(k @ k) == 0.0:
-        k[0] = 1.0
-    q += (target - float(q @ k)) * k / (k @ k)
 
 
 def save_adapter(model, tokenizer, path: str) -> str:
@@ -131,9 +111,11 @@ def save_adapter(model, tokenizer, path: str) -> str:
     return path
 
 
-def write_train_config(train_config: dict, method: dict, out_dir: str, adapter_dir: str, note: str) -> str:
+def write_train_config(train_config: dict, method: MethodSpec, out_dir: str, adapter_dir: str,
+                       note: str) -> str:
     """The selected configuration as a `difflora train` config (output_dir: OUT/train)."""
-    config = {**train_config, "method": method, "output_dir": os.path.join(out_dir, "train"), "init_from": adapter_dir}
+    config = {**train_config, "method": method.as_dict(), "output_dir": os.path.join(out_dir, "train"),
+              "init_from": adapter_dir}
     path = os.path.join(out_dir, "train_config.yaml")
     header = (f"# DiffoRA selection: {note}\n"
               f"# The adapters kept here start from the weights they learned during the search (init_from:\n"

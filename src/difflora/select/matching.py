@@ -9,18 +9,19 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..train.method_spec import MethodSpec
 from .candidates import LORA_KINDS, lora_target_names
 
 
 @dataclass
 class MatchedLoRA:
-    method: dict           # the training config's method section
+    method: MethodSpec     # the training config's method
     params: int            # trainable parameters it really has
     requested: int
 
     @property
     def rank(self) -> int:
-        return self.method["r"]
+        return self.method.options["r"]
 
 
 def lora_params_per_rank(model: nn.Module | str, target_modules=LORA_KINDS, layers=None) -> int:
@@ -39,8 +40,8 @@ def lora_for_budget(model: nn.Module | str, n_params: int, target_modules=LORA_K
         raise UserError(f"the parameter count to match must be a positive integer, got {n_params!r}")
     per_rank = lora_params_per_rank(model, target_modules)
     rank = max(1, round(n_params / per_rank))
-    method = {"type": "lora", "r": rank, "lora_alpha": alpha_per_rank * rank, "lora_dropout": lora_dropout,
-              "target_modules": list(target_modules)}
+    method = MethodSpec.parse({"type": "lora", "r": rank, "lora_alpha": alpha_per_rank * rank,
+                               "lora_dropout": lora_dropout, "target_modules": list(target_modules)})
     return MatchedLoRA(method, rank * per_rank, n_params)
 
 

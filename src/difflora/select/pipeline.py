@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import UserError
-from ..models import load_base
+from ..loading import load_base, load_chat_tokenizer
 from ..train.config import TrainConfig, load_train_config, read_yaml_config
+from ..train.method_spec import MethodSpec
 from ..validation import check_output_folder
 from .candidates import Candidate
 from .dam import DAM
@@ -32,8 +33,7 @@ from .heatmap import plot_dam
 from .relaxation import build_search_model
 from .search import SearchHistory, SearchSettings, run_search
 
-DEFAULT_METHODS = {"lora": {"type": "lora", "preset": "lora-8"},
-                   "difflora": {"type": "difflora", "preset": "difflora-64-fixed"}}
+SELECTABLE_TYPES = ("lora", "difflora")
 NUMERIC_KEYS = ("sampling_rate", "budget", "search_steps", "heldout_fraction", "learning_rate", "arch_learning_rate",
                 "batch_size")
 SELECT_KEYS = ("method", "out", *NUMERIC_KEYS)
@@ -45,7 +45,7 @@ class SelectionResult:
     dam: DAM                         # architecture weights of every candidate, and which were kept
     kept: list[Candidate]
     trainable_params: int            # of the selected adapter
-    method_section: dict             # the selected configuration's `method:` section
+    selected_method: MethodSpec      # the selected configuration's method (its `method:` section)
     out_dir: str
     adapter_dir: str                 # PEFT adapter folder with the inherited weights (+ tokenizer)
     config_path: str                 # training config for `difflora train`
@@ -65,7 +65,7 @@ def run_selection(config: str | os.PathLike | dict, method: str | None = None, s
     raw, options = _options(config, dict(method=method, sampling_rate=sampling_rate, budget=budget,
                                          search_steps=search_steps, out=out_dir, heldout_fraction=heldout_fraction))
     cfg = load_train_config(raw, overrides)
-    method_section = _method_for(cfg, options.get("method"))
+    method = _method_for(cfg, options.get("method"))
     rate, budget = options.get("sampling_rate"), options.get("budget")
     if rate is not None and budget is not None:
         raise UserError("give either a sampling rate or a parameter budget, not both")
@@ -85,7 +85,7 @@ def run_selection(config: str | os.PathLike | dict, method: str | None = None, s
     base, tokenizer = _load(cfg)
     train_set, heldout_set = search_splits(cfg, tokenizer, options.get("heldout_fraction"), seed)
     batch_size = int(options.get("batch_size", cfg.training.get("per_device_train_batch_size", 1)))
-    search = build_search_model(base, method_section)
+    search = build_search_model(base, method)
     if budget is not None:
         check_budget(budget, search.candidates)
     history = run_search(search, batches(train_set, batch_size, tokenizer.pad_token_id, seed),
@@ -94,7 +94,7 @@ def run_selection(config: str | os.PathLike | dict, method: str | None = None, s
     weights = search.arch().detach().float().cpu().tolist()
     kept = discretize(weights, search.candidates, rate, budget)
     inherited = inherit(search, kept)
-    dam = DAM(method_section["type"], search.candidates, weights, kept)
+    dam = DAM(method.type, search.candidates, weights, kept)
     selected = export_method(search.method, kept)
     del search, base  # the exported model is built on a fresh copy of the base weights
     _free_memory()
@@ -154,28 +154,20 @@ def _number(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _method_for(cfg: TrainConfig, method: str | None) -> dict:
-    kind = cfg.method.get("type", "difflora")
-    if method is None:
-        method = kind
-    if method not in DEFAULT_METHODS:
-        raise UserError(f"DiffoRA selects modules for LoRA or DiffLoRA: method must be lora or difflora, got '{method}'")
-    return dict(cfg.method) if method == kind else dict(DEFAULT_METHODS[method])
+def _method_for(cfg: TrainConfig, kind: str | None) -> MethodSpec:
+    """The config's method, or the default method of another type (--method)."""
+    kind = kind or cfg.method.type
+    if kind not in SELECTABLE_TYPES:
+        raise UserError(f"DiffoRA selects modules for LoRA or DiffLoRA: method must be lora or difflora, "
+                        f"got '{kind}'")
+    return cfg.method if kind == cfg.method.type else MethodSpec.default(kind)
 
 
 def _load(cfg: TrainConfig):
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if cfg.training.get("bf16") else "float32")
     device = "cuda" if torch.cuda.is_available() else None
-    model, tokenizer = load_base(cfg.model, dtype=dtype, attn_implementation=cfg.attn_implementation, device=device)
-    if cfg.tokenizer:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
-    if tokenizer.chat_template is None:
-        raise UserError(f"the tokenizer of '{cfg.tokenizer or cfg.model}' has no chat template; give one with "
-                        "tokenizer: PATH (a tokenizer folder whose tokenizer_config.json has chat_template)")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, _ = load_base(cfg.model, dtype=cfg.weights_dtype, attn_implementation=cfg.attn_implementation,
+                         device=device)
+    tokenizer = load_chat_tokenizer(*cfg.tokenizer_source)
     return model, tokenizer
 
 

@@ -22,8 +22,9 @@ from peft import get_peft_model
 from torch import nn
 
 from .. import compat
+from ..devices import device_of
 from ..errors import UserError
-from ..train.method import LORA_8, peft_config_for
+from ..train.method_spec import MethodSpec
 from .candidates import LORA_KINDS, Candidate, candidate_module, enumerate_candidates, lora_target_names
 
 # method keys that describe the search space; the exported config replaces them with the selection
@@ -54,7 +55,7 @@ class ArchitectureWeights(nn.Module):
 @dataclass
 class SearchModel:
     model: nn.Module                 # PeftModel with an adapter on every candidate
-    method: dict                     # the method section the search ran (search-space keys removed)
+    method: MethodSpec               # the method the search ran (search-space keys removed)
     candidates: list[Candidate]
     arch: ArchitectureWeights
     handles: list = field(default_factory=list)
@@ -65,9 +66,9 @@ class SearchModel:
         self.handles.clear()
 
 
-def build_search_model(base_model: nn.Module, method: dict, init_logit: float = 0.0) -> SearchModel:
+def build_search_model(base_model: nn.Module, method: MethodSpec, init_logit: float = 0.0) -> SearchModel:
     """Wrap every candidate of base_model (modified in place) with an adapter and a gate."""
-    kind = method.get("type", "difflora")
+    kind = method.type
     if kind == "lora":
         model, search_method = _lora_model(base_model, method)
     elif kind == "difflora":
@@ -75,7 +76,7 @@ def build_search_model(base_model: nn.Module, method: dict, init_logit: float = 
     else:
         raise UserError(f"DiffoRA selects modules for method.type lora or difflora, not '{kind}'")
     candidates = enumerate_candidates(model)
-    arch = ArchitectureWeights(len(candidates), init_logit).to(_device_of(model))
+    arch = ArchitectureWeights(len(candidates), init_logit).to(device_of(model))
     attach = _attach_lora_gate if kind == "lora" else _attach_difflora_gate
     handles = [attach(candidate_module(model, c), c.index, arch) for c in candidates]
     return SearchModel(model, search_method, candidates, arch, handles)
@@ -85,28 +86,27 @@ def build_search_model(base_model: nn.Module, method: dict, init_logit: float = 
 # building the all-candidates model
 
 
-def _lora_model(base_model, method):
+def _lora_model(base_model, method: MethodSpec):
     # the lora-8 defaults written out, so the exported config says what it trains
-    fields = {**LORA_8, **{k: v for k, v in method.items() if k not in ("type", "preset")}}
+    fields = method.lora_fields()
     kinds = fields.get("target_modules") or LORA_KINDS
     if isinstance(kinds, str):
         raise UserError("for DiffoRA give method.target_modules as a list of module kinds (e.g. [q_proj, v_proj]), "
                         "not a regular expression")
     layers = _layer_list(fields.get("layers_to_transform"))
-    search_method = {"type": "lora", **{k: v for k, v in fields.items() if k not in SEARCH_SPACE_KEYS}}
+    search_method = MethodSpec("lora", None, {k: v for k, v in fields.items() if k not in SEARCH_SPACE_KEYS})
     names = lora_target_names(base_model, tuple(kinds), layers)
     with compat.quiet_peft_deprecations():
-        model = get_peft_model(base_model, peft_config_for({**search_method, "target_modules": names}))
+        model = get_peft_model(base_model, search_method.replace(target_modules=names).peft_config())
     return model, search_method
 
 
-def _difflora_model(base_model, method):
-    search_method = {k: v for k, v in method.items() if k not in SEARCH_SPACE_KEYS}
-    search_method["type"] = "difflora"
-    layers = _layer_list(method.get("layers_to_transform"))
-    config_method = {**search_method, **({"layers_to_transform": layers} if layers else {})}
+def _difflora_model(base_model, method: MethodSpec):
+    search_method = method.replace(drop=SEARCH_SPACE_KEYS)
+    layers = _layer_list(method.options.get("layers_to_transform"))
+    config_method = search_method.replace(layers_to_transform=layers) if layers else search_method
     with compat.quiet_peft_deprecations():
-        model = get_peft_model(base_model, peft_config_for(config_method))
+        model = get_peft_model(base_model, config_method.peft_config())
     return model, search_method
 
 
@@ -114,10 +114,6 @@ def _layer_list(layers):
     if layers is None:
         return None
     return [layers] if isinstance(layers, int) else list(layers)
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 # ------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..devices import device_of
 from ..errors import UserError
 from .relaxation import SearchModel
 
@@ -62,7 +63,7 @@ def run_search(search: SearchModel, train_batches: Iterable[dict], heldout_batch
     adapter_params = [p for p in model.parameters() if p.requires_grad]
     weight_opt = torch.optim.AdamW(adapter_params, lr=settings.learning_rate, weight_decay=0.0)
     arch_opt = torch.optim.SGD(arch.parameters(), lr=settings.arch_learning_rate, momentum=settings.arch_momentum)
-    device = next(model.parameters()).device
+    device = device_of(model)
     train_iter, heldout_iter = _forever(train_batches, "training"), _forever(heldout_batches, "held-out")
     history, window = SearchHistory(), ([], [])
     model.train()

@@ -8,14 +8,13 @@ Labels are -100 everywhere but on assistant turns (open-instruct's default, the 
 from __future__ import annotations
 
 import glob
-import json
 import os
 from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import UserError
-from ..textfiles import read_lines
+from ..textfiles import read_jsonl
 
 ROLES = ("system", "user", "assistant")
 IGNORE_INDEX = -100
@@ -59,24 +58,16 @@ def _looks_like_path(source: str) -> bool:
     return source.endswith((".jsonl", ".json")) or source.startswith((".", "/", "~"))
 
 
+FIX_HINT = "(fix the row, or set data.skip_bad_rows: true to skip bad rows)"
+
+
 def _read_jsonl(path: str, skip_bad_rows: bool, stats: ReadStats) -> list[list[dict]]:
-    out = []
-    for line_no, line in enumerate(read_lines(path), 1):
-        if not line.strip():
-            continue
+    def skip_invalid_json(where: str, reason: str) -> None:
         stats.rows += 1
-        try:
-            row = json.loads(line)
-            out.append(validate_conversation(row))
-        except (json.JSONDecodeError, ValueError) as exc:
-            reason = f"invalid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
-            where = f"{path}:{line_no}: {reason}"
-            if not skip_bad_rows:
-                raise UserError(f"{where} (fix the row, or set data.skip_bad_rows: true to skip bad rows)") from None
-            stats.skipped += 1
-            if len(stats.problems) < 5:
-                stats.problems.append(where)
-    return out
+        _skip(stats, f"{where}: {reason}")
+
+    rows = read_jsonl(path, hint=FIX_HINT, on_bad_line=skip_invalid_json if skip_bad_rows else None)
+    return _conversations(rows, skip_bad_rows, stats)
 
 
 def _read_hub_dataset(name: str, skip_bad_rows: bool, stats: ReadStats) -> list[list[dict]]:
@@ -86,16 +77,28 @@ def _read_hub_dataset(name: str, skip_bad_rows: bool, stats: ReadStats) -> list[
         rows = load_dataset(name, split="train")
     except Exception as exc:
         raise UserError(f"data '{name}' is neither a local file/folder nor a loadable datasets name ({type(exc).__name__})") from exc
+    return _conversations(((f"{name} row {i}", row) for i, row in enumerate(rows)), skip_bad_rows, stats)
+
+
+def _conversations(rows, skip_bad_rows: bool, stats: ReadStats) -> list[list[dict]]:
+    """The valid conversations among (where, row) pairs: a bad row is a UserError naming where it is,
+    or, with skip_bad_rows, counted and left out."""
     out = []
-    for i, row in enumerate(rows):
+    for where, row in rows:
         stats.rows += 1
         try:
             out.append(validate_conversation(row))
         except ValueError as exc:
             if not skip_bad_rows:
-                raise UserError(f"{name} row {i}: {exc} (or set data.skip_bad_rows: true)") from None
-            stats.skipped += 1
+                raise UserError(f"{where}: {exc} {FIX_HINT}") from None
+            _skip(stats, f"{where}: {exc}")
     return out
+
+
+def _skip(stats: ReadStats, problem: str) -> None:
+    stats.skipped += 1
+    if len(stats.problems) < 5:
+        stats.problems.append(problem)
 
 
 def validate_conversation(row) -> list[dict]:

@@ -12,11 +12,11 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
-from ..models import check_local_model_path
+from ..loading import check_local_model_path
 from ..textfiles import read_text
+from .method_spec import MethodSpec
 from .settings import check_settings
 
-METHOD_TYPES = ("difflora", "lora", "full")
 TOP_LEVEL_KEYS = ("model", "tokenizer", "output_dir", "method", "data", "training", "dtype", "attn_implementation",
                   "init_from", "quantization")
 # Sections whose string values that read as numbers are numbers (paths and names elsewhere stay strings).
@@ -38,7 +38,7 @@ class DataConfig:
 class TrainConfig:
     model: str
     output_dir: str
-    method: dict[str, Any] = field(default_factory=lambda: {"type": "difflora", "preset": "difflora-64-fixed"})
+    method: MethodSpec = field(default_factory=MethodSpec.default)
     data: DataConfig = field(default_factory=DataConfig)
     training: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None
@@ -50,13 +50,29 @@ class TrainConfig:
     # the base's weights in 4 or 8 bits (QLoRA): nf4, fp4, int8 or a mapping (difflora.quantization); None: as saved
     quantization: str | dict | None = None
 
+    @property
+    def weights_dtype(self) -> str:
+        """The dtype the base loads in: `dtype`, where auto means bf16 when training.bf16, else float32."""
+        if self.dtype != "auto":
+            return self.dtype
+        return "bfloat16" if self.training.get("bf16") else "float32"
+
+    @property
+    def tokenizer_source(self) -> tuple[str, str]:
+        """Where the tokenizer comes from, and what errors call that place (tokenizer or model)."""
+        return (self.tokenizer, "tokenizer") if self.tokenizer else (self.model, "model")
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as its YAML file holds it (the method as its `method:` section)."""
+        return {**dataclasses.asdict(self), "method": self.method.as_dict()}
 
 
 def load_train_config(source: str | os.PathLike | dict, overrides: list[str] | None = None) -> TrainConfig:
-    """A TrainConfig from a YAML path or a dict, with `a.b=value` overrides (values parsed as YAML)."""
+    """A TrainConfig from a YAML path or a dict, with `a.b=value` overrides (values parsed as YAML).
+    In a dict, `method` may be a MethodSpec already."""
     raw = _read(source)
+    if isinstance(raw.get("method"), MethodSpec) and any(o.strip().startswith("method.") for o in overrides or ()):
+        raw["method"] = raw["method"].as_dict()  # overridden key by key, then parsed again
     for item in overrides or []:
         _apply_override(raw, item)
     for section in NUMERIC_SECTIONS:
@@ -125,7 +141,7 @@ def _build(raw: dict, where: str) -> TrainConfig:
         if not raw.get(key):
             raise UserError(f"{where}: '{key}' is required")
     for section in ("method", "data", "training"):
-        if raw.get(section) is not None and not isinstance(raw[section], dict):
+        if raw.get(section) is not None and not isinstance(raw[section], (dict, MethodSpec)):
             raise UserError(f"{where}: '{section}' must be a mapping of keys (e.g. {section}:\n  key: value), "
                             f"got {raw[section]!r}")
     data = raw.get("data") or {}
@@ -140,8 +156,8 @@ def _build(raw: dict, where: str) -> TrainConfig:
     for key, what in (("model", "model"), ("tokenizer", "tokenizer")):
         if raw.get(key):
             check_local_model_path(str(raw[key]), what)
-    method = dict(raw.get("method") or {"type": "difflora", "preset": "difflora-64-fixed"})
-    check_method(method, where)
+    method = raw.get("method") or None
+    method = method if isinstance(method, MethodSpec) else MethodSpec.parse(method, where)
     training = dict(raw.get("training") or {})
     return TrainConfig(model=str(raw["model"]), output_dir=str(raw["output_dir"]), method=method,
                        data=data, training=training, tokenizer=raw.get("tokenizer"),
@@ -150,60 +166,25 @@ def _build(raw: dict, where: str) -> TrainConfig:
                        quantization=_check_quantization(raw.get("quantization"), method, where))
 
 
-def _check_quantization(value, method: dict, where: str):
+def _check_quantization(value, method: MethodSpec, where: str):
     """The quantization setting as written (checked now, built when the model loads)."""
     from ..quantization import parse_quantization
 
-    if parse_quantization(value, f"{where}: quantization") is not None and method.get("type") == "full":
+    if parse_quantization(value, f"{where}: quantization") is not None and method.type == "full":
         raise UserError(f"{where}: a quantized base cannot be fully fine-tuned (its 4/8-bit weights do not train); "
                         "use method type difflora or lora, or remove quantization")
     return value
 
 
-def _check_init_from(path, method: dict, where: str) -> str | None:
+def _check_init_from(path, method: MethodSpec, where: str) -> str | None:
     if path is None:
         return None
-    if method.get("type", "difflora") == "full":
+    if method.type == "full":
         raise UserError(f"{where}: init_from starts adapters from saved weights; full fine-tuning has no adapters "
                         "(give the saved model as model: instead)")
     if not os.path.isfile(os.path.join(str(path), "adapter_config.json")):
         raise UserError(f"{where}: init_from '{path}' is not a PEFT adapter folder (no adapter_config.json in it)")
     return str(path)
-
-
-def check_method(method: dict, where: str = "config") -> None:
-    kind = method.get("type", "difflora")
-    if kind not in METHOD_TYPES:
-        raise UserError(f"{where}: method.type must be one of {', '.join(METHOD_TYPES)}, got '{kind}'")
-    fields = set(method) - {"type", "preset"}
-    if kind == "difflora":
-        from ..tuner.config import PRESETS, DiffLoRAConfig
-
-        preset = method.get("preset")
-        if preset is not None and preset not in PRESETS:
-            raise UserError(f"{where}: unknown DiffLoRA preset '{preset}'; known presets are {', '.join(PRESETS)}")
-        allowed = {f.name for f in dataclasses.fields(DiffLoRAConfig)}
-    elif kind == "lora":
-        from peft import LoraConfig
-
-        allowed = {f.name for f in dataclasses.fields(LoraConfig)}
-        if method.get("preset") not in (None, "lora-8"):
-            raise UserError(f"{where}: the only LoRA preset is 'lora-8', got '{method['preset']}'")
-    else:
-        allowed = set()
-    if unknown := fields - allowed:
-        raise UserError(f"{where}: unknown method key(s) {sorted(unknown)} for method type '{kind}'")
-    _check_method_values(method, where)
-
-
-def _check_method_values(method: dict, where: str) -> None:
-    """Build the PEFT config now, so a bad value (r: -1, lambda_mode: sometimes) fails before any loading."""
-    from .method import peft_config_for
-
-    try:
-        peft_config_for(method)
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"{where}: invalid method settings: {str(exc).splitlines()[0]}") from exc
 
 
 def check_training_keys(training: dict, where: str = "config") -> None:

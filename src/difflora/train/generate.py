@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models import load_model
+from ..loading import load_model
 
 
 def chat(model, tokenizer, prompt: str, max_new_tokens: int = 128, temperature: float = 0.0,

@@ -18,18 +18,19 @@ from dataclasses import dataclass, field
 
 import torch
 import yaml
-from transformers import AutoTokenizer, PrinterCallback, TrainingArguments, set_seed
+from transformers import PrinterCallback, TrainingArguments, set_seed
 from transformers.utils import logging as hf_logging
 
 from ..errors import UserError
-from ..models import check_model_source, load_base
+from ..loading import load_base, load_chat_tokenizer
 from ..quantization import prepare_for_training
 from .chat_data import ChatCollator, ReadStats, build_dataset
 from .checkpoints import latest_complete_checkpoint
-from .config import TrainConfig, load_train_config
+from .config import TrainConfig, load_train_config, read_yaml_config
 from .fsdp import check_fsdp_arguments
-from .method import load_initial_weights, method_label, prepare_model
-from .trainer import DiffLoRATrainer
+from .method import load_initial_weights, prepare_model
+from .method_spec import MethodSpec
+from .trainer import DiffLoRATrainer, lambda_series
 
 DONE_MARKER = "training_complete.json"  # written last: its presence means the run finished
 RUN_CONFIG = "run_config.yaml"
@@ -78,13 +79,7 @@ class TrainResult:
     @property
     def lambda_history(self) -> dict[int, list[tuple[int, float]]]:
         """layer index -> [(step, lambda)] at every logging step (empty for LoRA and full fine-tuning)."""
-        out: dict[int, list[tuple[int, float]]] = {}
-        for h in self.log_history:
-            if "loss" in h:
-                for key, value in h.items():
-                    if key.startswith("lambda/"):
-                        out.setdefault(int(key.split("/")[1]), []).append((h["step"], value))
-        return out
+        return lambda_series(self.log_history)
 
 
 def run_training(config: TrainConfig | dict | str, overrides: list[str] | None = None, resume: bool = True,
@@ -108,7 +103,7 @@ def _train(cfg: TrainConfig, resume: bool, quiet: bool, callbacks: list | None) 
     with args.main_process_first(local=False, desc="checking output_dir"):
         checkpoint = _prepare_output_dir(cfg, args, resume)
     set_seed(args.seed)
-    tokenizer = _load_tokenizer(cfg)
+    tokenizer = load_chat_tokenizer(*cfg.tokenizer_source)
     # the data before the model: a bad row fails in seconds, not after loading billions of weights
     train_set, eval_set, stats = _datasets(cfg, tokenizer, progress=not quiet and args.should_save)
     model = prepare_model(_load_model(cfg), cfg.method)
@@ -127,7 +122,7 @@ def _train(cfg: TrainConfig, resume: bool, quiet: bool, callbacks: list | None) 
     metrics = dict(output.metrics, wall_seconds=round(time.time() - started, 1))
     if eval_set is not None:
         metrics.update(trainer.evaluate())
-    result = TrainResult(cfg.output_dir, method_label(cfg.method), trainer.state.log_history, metrics, checkpoint,
+    result = TrainResult(cfg.output_dir, cfg.method.label, trainer.state.log_history, metrics, checkpoint,
                          data_stats=dataclasses.asdict(stats))
     _save_outputs(trainer, tokenizer, cfg, result)
     if not quiet and trainer.is_world_process_zero():
@@ -178,7 +173,16 @@ def _comparable(config: dict, keys: tuple[str, ...] | None = None) -> dict:
     plain = json.loads(json.dumps(config, default=str))
     plain.pop("output_dir", None)
     plain = {k: v for k, v in plain.items() if v is not None}
+    if isinstance(plain.get("method"), dict):  # a section saved without `type:` is the same method
+        plain["method"] = _method_section(plain["method"])
     return {k: plain.get(k) for k in keys} if keys else plain
+
+
+def _method_section(section: dict) -> dict:
+    try:
+        return MethodSpec.parse(section).as_dict()
+    except UserError:  # not a method this version knows: compared as written
+        return section
 
 
 def _prepare_output_dir(cfg: TrainConfig, args: TrainingArguments, resume: bool) -> str | None:
@@ -191,8 +195,7 @@ def _prepare_output_dir(cfg: TrainConfig, args: TrainingArguments, resume: bool)
         checkpoint = latest_complete_checkpoint(cfg.output_dir, set_aside=args.should_save, notify=_notice)
     saved_path = os.path.join(cfg.output_dir, RUN_CONFIG)
     if checkpoint and os.path.isfile(saved_path):
-        with open(saved_path) as f:
-            saved = yaml.safe_load(f) or {}
+        saved = read_yaml_config(saved_path)
         if _comparable(saved, RESUME_KEYS) != _comparable(cfg.to_dict(), RESUME_KEYS):
             raise UserError(f"'{cfg.output_dir}' holds checkpoints of a run with a different model, method or data "
                             f"(see {saved_path}): choose another output_dir, or delete that folder to start over")
@@ -213,30 +216,8 @@ def _notice(message: str) -> None:
     print(f"difflora train: {message}", file=sys.stderr)
 
 
-def _load_tokenizer(cfg: TrainConfig):
-    source = cfg.tokenizer or cfg.model
-    check_model_source(source, "tokenizer" if cfg.tokenizer else "model")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        if not os.path.isdir(source):  # a hub id that did not load: say so, not what the tokenizer lacks
-            raise UserError(f"'{source}' is neither a local folder nor reachable on the hub "
-                            f"({type(exc).__name__}); give a model folder or a hub id") from exc
-        raise UserError(f"cannot load a tokenizer from '{source}' ({str(exc).splitlines()[0][:160]}); "
-                        "give a model folder with its tokenizer, or tokenizer: PATH") from exc
-    if tokenizer.chat_template is None:
-        raise UserError(f"the tokenizer of '{source}' has no chat template; give one with "
-                        "tokenizer: PATH (a tokenizer folder whose tokenizer_config.json has chat_template)")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def _load_model(cfg: TrainConfig):
-    dtype = cfg.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if cfg.training.get("bf16") else "float32"
-    model, _ = load_base(cfg.model, dtype=dtype, attn_implementation=cfg.attn_implementation,
+    model, _ = load_base(cfg.model, dtype=cfg.weights_dtype, attn_implementation=cfg.attn_implementation,
                          quantization=cfg.quantization)
     model = prepare_for_training(model)  # a quantized base as QLoRA prepares it; a float base is untouched
     if _checkpointing_names(cfg.training).get(CHECKPOINTING):
@@ -310,7 +291,7 @@ def _print_start(cfg, model, n_examples, stats, checkpoint) -> None:
     total = sum(p.numel() for p in model.parameters())
     skipped = f", {stats.skipped} bad rows skipped" if stats.skipped else ""
     Console(stderr=True).print(
-        f"[bold]difflora train[/]: {method_label(cfg.method)} on {cfg.model} -> {cfg.output_dir}\n"
+        f"[bold]difflora train[/]: {cfg.method.label} on {cfg.model} -> {cfg.output_dir}\n"
         f"  {n_examples} training examples ({stats.truncated} truncated to {cfg.data.max_length} tokens{skipped}); "
         f"trainable parameters {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)"
         + (f"\n  resuming from {checkpoint}" if checkpoint else "")

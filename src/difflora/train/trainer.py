@@ -9,8 +9,27 @@ import torch
 from transformers import Trainer
 
 from ..errors import UserError
-from ..inspect import difflora_layers, lambdas
+from ..introspection import difflora_layers, lambdas
 from . import fsdp
+
+# The log entry of one transformed layer's lambda, beside each training loss: "lambda/07" for layer 7.
+LAMBDA_LOG_PREFIX = "lambda/"
+
+
+def lambda_log_key(layer_idx: int) -> str:
+    return f"{LAMBDA_LOG_PREFIX}{layer_idx:02d}"
+
+
+def lambda_series(log_history: list[dict]) -> dict[int, list[tuple[int, float]]]:
+    """layer index -> [(step, lambda)] at every logged training loss of a Trainer log history (as
+    log_history.json holds it); empty for LoRA and full fine-tuning."""
+    series: dict[int, list[tuple[int, float]]] = {}
+    for entry in log_history:
+        if "loss" in entry:
+            for key, value in entry.items():
+                if key.startswith(LAMBDA_LOG_PREFIX):
+                    series.setdefault(int(key[len(LAMBDA_LOG_PREFIX):]), []).append((entry["step"], value))
+    return series
 
 
 class TrainingDivergedError(UserError):
@@ -40,7 +59,7 @@ class DiffLoRATrainer(Trainer):
             # One scalar per transformed layer beside each training loss, keyed by the layer index:
             # the console, TensorBoard and log_history.json get them through Trainer's own log path.
             for layer, value in zip(difflora_layers(self.model), values):
-                logs[f"lambda/{layer.layer_idx:02d}"] = round(value, 5)
+                logs[lambda_log_key(layer.layer_idx)] = round(value, 5)
         super().log(logs, start_time)
 
     def _save_checkpoint(self, model, trial):

@@ -10,7 +10,8 @@ from peft import PeftConfig
 
 PEFT_TYPE = "DIFFLORA"
 
-# The paper's Figure-1 rows (spec section 5) plus the Shared-DIFF form that starts at the base model.
+# The paper's Figure-1 rows plus the Shared-DIFF form that starts at the base model (the table and the
+# parameter counts they give: docs/method.md, "Presets").
 PRESETS: dict[str, dict[str, Any]] = {
     "difflora-64": dict(r=64, lora_alpha=128, positive_r=0, lambda_mode="learned", lambda_init=None),
     "difflora-64-fixed": dict(r=64, lora_alpha=128, positive_r=0, lambda_mode="fixed", lambda_init=0.1),
@@ -20,7 +21,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                            lambda_init=None, group_norm=True),
     "shared-diff": dict(r=32, lora_alpha=64, positive_r=32, positive_alpha=64, negative_base="shared",
                         lambda_mode="fixed", lambda_init=0.1, rescale=True),
-    # Differential Transformer V2's form (issue 13): Q2 attends with the positive term's keys, so the
+    # Differential Transformer V2's form (not in the paper): Q2 attends with the positive term's keys, so the
     # cache and the attention call are the base model's; lambda per token and head. r/alpha are
     # difflora-64's, so the only differences from the paper's best row are the keys and lambda.
     "difflora-shared-kv": dict(r=64, lora_alpha=128, positive_r=0, negative_keys="shared", lambda_mode="token",

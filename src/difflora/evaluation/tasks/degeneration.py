@@ -1,24 +1,36 @@
-"""Degenerate free-form generation, measured: what the paper's authors saw by hand ("The question
+"""The degenerate-generation task: free-form answers checked for degeneration, measured: what the paper's authors saw by hand ("The question
 is not a valid question. The question is not a valid question ...", uuids ending "0a0a0a").
 
 An answer is degenerate when it is empty, loops (some word n-gram comes back min_repeats times),
 or holds a run of a short repeated character pattern ("0a0a0a", "!!!!!!!!"). distinct-n (unique
 word n-grams / all word n-grams) is reported beside the flags as a graded measure of repetition.
+A sample is a prompt (its index in the prompt list); its score is 1 when the answer degenerates.
+Files: degeneration_samples.jsonl, degeneration_summary.json, degeneration_settings.json,
+degeneration.png.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
+from collections.abc import Callable
 from importlib import resources
 
-from ..errors import UserError
-from ..textfiles import read_text
-from .generation import check_length, generate, n_tokens, render
-from .plots import grouped_bars
-from .results import progress_bar, write_results
-from .stats import bootstrap
+from ...errors import UserError
+from ...textfiles import read_jsonl, read_text
+from ..document import Report, fmt
+from ..generation import check_length, generate, n_tokens, render
+from ..paper import FINDINGS
+from ..plots import grouped_bars
+from ..results import progress_bar, save_result
+from ..settings import EvalSettings
+from ..stats import bootstrap
+from ..task import TaskResult
+
+NAME = "degeneration"
+SUMMARY_FILE = "degeneration_summary.json"
+SAMPLE_ID = ("index",)
+SCORE = "degenerate"
 
 # A unit of 1-4 characters repeated 3+ times in a row ("0a0a0a"); single characters need 8 in a row
 # so that ordinary numbers such as 1000000 do not count.
@@ -73,54 +85,54 @@ def load_prompts(source: str | None = None) -> list[str]:
     if name.endswith(".txt"):
         prompts = [line.strip() for line in text.splitlines() if line.strip()]
     else:
-        prompts = [_prompt_of(line, name, i) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+        prompts = [_prompt_of(row, where) for where, row in read_jsonl(name, text)]
     if not prompts:
         raise UserError(f"prompt file '{name}' is empty: write one {{\"prompt\": ...}} object per line")
     return prompts
 
 
-def _prompt_of(line: str, source: str, line_no: int) -> str:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{source}:{line_no}: invalid JSON ({exc.msg})") from None
+def _prompt_of(row, where: str) -> str:
     if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-        raise UserError(f'{source}:{line_no}: expected {{"prompt": "..."}}')
+        raise UserError(f'{where}: expected {{"prompt": "..."}}')
     return row["prompt"]
 
 
-def run_degeneration(models: dict, prompts: str | list[str] | None = None, max_new_tokens: int = 64,
-                     out_dir: str | None = None, batch_size: int = 8, show_progress: bool = True, worst: int = 3,
-                     chat: bool | None = None) -> dict:
-    """Free-form answers of every model to every prompt, checked for degeneration.
-
-    prompts: a file (see load_prompts), a list of strings, or None for the bundled set. Returns
+def run(models: dict, settings: EvalSettings | None = None, *, prompts: str | list[str] | None = None,
+        max_new_tokens: int = 64, worst: int = 3) -> TaskResult:
+    """Free-form answers of every model ({label: (model, tokenizer)}) to every prompt, checked for
+    degeneration. prompts: a file (see load_prompts), a list of strings, or None for the bundled set.
     summary[label] = {"rate": {mean, ci_low, ci_high, n}, "empty", "ngram_loop", "char_pattern",
-    "distinct_1", "distinct_2", "distinct_3" (means over prompts), "worst": [{prompt, output}]}.
-    With out_dir: degeneration_samples.jsonl, degeneration_summary.json, degeneration_settings.json,
-    degeneration.png."""
+    "distinct_1", "distinct_2", "distinct_3" (means over prompts), "worst": [{prompt, output, flags}]}."""
+    settings = settings or EvalSettings()
     texts = list(prompts) if isinstance(prompts, list | tuple) else load_prompts(prompts)
     if not texts:
         raise UserError("no prompts to generate from")
     rendered = {}
     for label, (model, tokenizer) in models.items():  # every prompt checked before any generation
-        rendered[label] = [render(tokenizer, p, chat=chat) for p in texts]
+        rendered[label] = [render(tokenizer, p, chat=settings.chat) for p in texts]
         check_length(model, max(n_tokens(tokenizer, t) for t in rendered[label]), max_new_tokens, label)
     summary: dict = {}
     records = []
-    with progress_bar("degeneration", len(models) * len(texts), show_progress) as advance:
+    with progress_bar("degeneration", len(models) * len(texts), settings.show_progress) as advance:
         for label, (model, tokenizer) in models.items():
-            outputs = generate(model, tokenizer, rendered[label], max_new_tokens, batch_size, advance)
-            stats = [analyse(o) for o in outputs]
-            rows = [{"model": label, "prompt": p, "output": o, **s} for p, o, s in zip(texts, outputs, stats)]
+            outputs = generate(model, tokenizer, rendered[label], max_new_tokens, settings.batch_size, advance)
+            rows = [{"model": label, "index": i, "prompt": p, "output": o, **analyse(o)}
+                    for i, (p, o) in enumerate(zip(texts, outputs))]
             records += rows
             summary[label] = summarise(rows, worst)
-    if out_dir:
-        write_results(out_dir, "degeneration", summary, records,
-                      dict(prompts=prompts if isinstance(prompts, str | None) else "given", n_prompts=len(texts),
-                           max_new_tokens=max_new_tokens, chat=chat))
-        plot_degeneration(summary, os.path.join(out_dir, "degeneration.png"))
-    return summary
+    result = TaskResult(NAME, summary, records,
+                        dict(prompts=prompts if isinstance(prompts, str | None) else "given", n_prompts=len(texts),
+                             max_new_tokens=max_new_tokens, chat=settings.chat), SAMPLE_ID, SCORE)
+    if settings.out_dir:
+        save_result(result, settings.out_dir)
+        plot(summary, settings.out_dir)
+    return result
+
+
+def run_degeneration(models: dict, prompts: str | list[str] | None = None, *, max_new_tokens: int = 64,
+                     worst: int = 3, **settings) -> dict:
+    """run() for its summary alone; settings: EvalSettings fields by keyword (out_dir=, batch_size=, ...)."""
+    return run(models, EvalSettings(**settings), prompts=prompts, max_new_tokens=max_new_tokens, worst=worst).summary
 
 
 def summarise(rows: list[dict], worst: int = 3) -> dict:
@@ -135,9 +147,33 @@ def summarise(rows: list[dict], worst: int = 3) -> dict:
     }
 
 
-def plot_degeneration(summary: dict, path: str) -> str:
+def plot(summary: dict, folder: str, settings: dict | None = None) -> str:
+    """Bars per model: the degenerate rate (with its interval) and each kind of degeneration."""
     values = {label: {"degenerate": s["rate"]["mean"], "empty": s["empty"], "n-gram loop": s["ngram_loop"],
                       "char pattern": s["char_pattern"], "1 - distinct-2": 1 - s["distinct_2"]}
               for label, s in summary.items()}
     errors = {label: {"degenerate": (s["rate"]["ci_low"], s["rate"]["ci_high"])} for label, s in summary.items()}
-    return grouped_bars(values, "degenerate free-form generation", "fraction of answers", path, errors)
+    return grouped_bars(values, "degenerate free-form generation", "fraction of answers",
+                        os.path.join(folder, "degeneration.png"), errors)
+
+
+def section(report: Report, summary: dict, figures: str, settings: dict | None = None) -> None:
+    """Rates per model, the plot redrawn into `figures`, and the two worst answers of each model."""
+    path = plot(summary, figures, settings)
+    report.heading("Degenerate generation")
+    report.text(f"Paper: {FINDINGS['degeneration']} An answer is degenerate when it is empty, loops "
+                "(a word 4-gram three times) or holds a run of a repeated character pattern.")
+    report.table(["model", "degenerate rate", "empty", "n-gram loop", "char pattern", "distinct-1", "distinct-2"],
+                 [[label, fmt(s["rate"]), f"{s['empty']:.2f}", f"{s['ngram_loop']:.2f}", f"{s['char_pattern']:.2f}",
+                   f"{s.get('distinct_1', float('nan')):.2f}", f"{s['distinct_2']:.2f}"] for label, s in summary.items()])
+    report.image(path, "degeneration rates")
+    for label, s in summary.items():
+        for w in s.get("worst", [])[:2]:
+            report.text(f"Worst from {label}: prompt {w['prompt']!r} -> {w['output'][:200]!r}")
+
+
+def overview(summary: dict) -> list[tuple[str, Callable[[str], str]]]:
+    """Overview column: the degenerate rate."""
+    if not summary:
+        return []
+    return [("degenerate rate", lambda label: fmt(summary[label]["rate"]) if label in summary else "")]

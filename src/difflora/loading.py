@@ -80,11 +80,17 @@ def parse_model_spec(spec: str) -> ModelSpec:
         _check_adapter_dir(adapter)
         return ModelSpec(base, adapter)
     if os.path.isfile(os.path.join(spec, "adapter_config.json")):
-        base = read_adapter_config(spec).get("base_model_name_or_path")
-        if not base:
-            raise UserError(f"adapter '{spec}' does not name its base model: pass BASE::{spec}")
-        return ModelSpec(base, spec)
+        return ModelSpec(adapter_base(spec, f"pass BASE::{spec}"), spec)
     return ModelSpec(spec)
+
+
+def adapter_base(folder: str, what_to_do: str) -> str:
+    """The base model an adapter folder's adapter_config.json names (base_model_name_or_path, which
+    save_pretrained writes); one that names none is a UserError ending with what_to_do."""
+    base = read_adapter_config(folder).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"adapter '{folder}' does not name its base model: {what_to_do}")
+    return str(base)
 
 
 def _check_adapter_dir(path: str) -> None:
@@ -171,11 +177,36 @@ def load_base(name_or_path: str, *, dtype: str | torch.dtype = "auto", attn_impl
     except (OSError, ValueError) as exc:
         raise UserError(f"no usable tokenizer in '{name_or_path}' ({str(exc).splitlines()[0][:120]}); "
                         "save the tokenizer beside the model (tokenizer.save_pretrained)") from exc
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     if device:
         model.to(device)
     return model.eval(), tokenizer
+
+
+def load_chat_tokenizer(source: str, what: str = "model"):
+    """The tokenizer of a model folder (or hub id) for chat fine-tuning: it must have a chat template,
+    and gets a pad token when it has none. `what` names the source in errors (model or tokenizer)."""
+    check_model_source(source, what)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        if not os.path.isdir(source):  # a hub id that did not load: say so, not what the tokenizer lacks
+            raise UserError(f"'{source}' is neither a local folder nor reachable on the hub "
+                            f"({type(exc).__name__}); give a model folder or a hub id") from exc
+        raise UserError(f"cannot load a tokenizer from '{source}' ({str(exc).splitlines()[0][:160]}); "
+                        "give a model folder with its tokenizer, or tokenizer: PATH") from exc
+    if tokenizer.chat_template is None:
+        raise UserError(f"the tokenizer of '{source}' has no chat template; give one with "
+                        "tokenizer: PATH (a tokenizer folder whose tokenizer_config.json has chat_template)")
+    return ensure_pad_token(tokenizer)
+
+
+def ensure_pad_token(tokenizer):
+    """Batches need a pad token: a tokenizer without one pads with its end-of-sequence token (the
+    padded positions are masked out of attention and loss)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_model(spec: str | ModelSpec, **base_kwargs):
