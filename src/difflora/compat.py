@@ -249,7 +249,8 @@ def attention_backend(attn: nn.Module, family: Family | None = None) -> Callable
 
 
 # ------------------------------------------------------------------------------------------------
-# Shared-key differential attention (issue 13): one backend call with twice the query heads.
+# Shared-key differential attention (negative_keys="shared", docs/method.md): one backend call with twice
+# the query heads.
 
 class _PairedHeads:
     """The attention module as a backend sees it when called with 2H query heads over the same kv
@@ -263,6 +264,17 @@ class _PairedHeads:
 
     def __getattr__(self, name: str):
         return getattr(self._attn, name)
+
+
+# Backends that take a single token's query heads as rows of their kv head (core.attention's
+# pack_single_query): they apply the given mask row to every query row and take is_causal=False
+# (transformers' own sdpa packs H heads the same way for one token when a mask is given). Flash and
+# flex kernels index masks and windows by query position, so they keep the 2H-head call.
+PACKABLE_BACKENDS = ("sdpa", "eager")
+
+
+def packs_query_rows(attn: nn.Module) -> bool:
+    return attn.config._attn_implementation in PACKABLE_BACKENDS
 
 
 def paired_heads(attn: nn.Module, query_heads: int, kv_heads: int):

@@ -11,7 +11,7 @@ from peft import PeftModel, get_peft_model
 import difflora
 from difflora import DiffLoRAConfig
 from difflora.core.attention import split_head_pairs, stack_head_pairs
-from difflora.models import tiny_model
+from difflora.loading import tiny_model
 
 from .reference import capture_layer_io, reference_layer
 from .test_generation import FAMILIES as DECODE_FAMILIES
@@ -94,8 +94,9 @@ def decode_model(family, preset="difflora-shared-kv", **cfg):
 def prompts(side):
     ids = torch.randint(3, 128, (2, 9), generator=torch.Generator().manual_seed(5))
     mask = torch.ones_like(ids)
-    pad = slice(0, 3) if side == "left" else slice(6, 9)
-    ids[1, pad], mask[1, pad] = 0, 0
+    if side != "none":
+        pad = slice(0, 3) if side == "left" else slice(6, 9)
+        ids[1, pad], mask[1, pad] = 0, 0
     return ids, mask
 
 
@@ -119,7 +120,28 @@ def test_static_cache_equals_recompute(family):
 def test_cached_steps_match_the_reference(family, side):
     """Prefill, then one token at a time through the cache: every step's layer output equals the
     float64 reference of the whole sequence at that position (mistral/qwen2 run past their window)."""
-    model = decode_model(family)
+    check_cached_steps(decode_model(family), side)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "eager"])
+@pytest.mark.parametrize("kv_heads", [1, 2, 4])
+@pytest.mark.parametrize(("family", "side"), [("mistral", "left"), ("llama", "none")])
+def test_decoding_steps_pack_query_heads_as_rows(family, side, backend, kv_heads, monkeypatch):
+    """A one-token step takes the packed call (2H heads as rows of their kv head) on sdpa and eager,
+    from MQA to no GQA, past a sliding window, with padding and with no mask at all (where sdpa
+    would otherwise infer a causal triangle over the rows), and still equals the float64 reference."""
+    import difflora.core.attention as attention
+
+    packed_calls = []
+    original = attention._single_query_rows
+    monkeypatch.setattr(attention, "_single_query_rows", lambda *a, **k: packed_calls.append(1) or original(*a, **k))
+    shapes = {family: {**DECODE_FAMILIES[family], "eos_token_id": None, "kv_heads": kv_heads}}
+    model = shared_model(family, shapes=shapes, attn=backend, std=0.3)
+    check_cached_steps(model, side)
+    assert packed_calls, "no decoding step took the packed call"
+
+
+def check_cached_steps(model, side):
     ids, mask = prompts(side)
     steps = torch.randint(3, 128, (2, 6), generator=torch.Generator().manual_seed(8))
     full_ids, full_mask = torch.cat([ids, steps], 1), torch.cat([mask, torch.ones_like(steps)], 1)

@@ -72,18 +72,40 @@ def shared_key_attention(
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
     lam: torch.Tensor | float,
+    pack_single_query: bool = False,
     **backend_kwargs,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
     """O = Attn(Q1, K, V) - lambda * Attn(Q2, K, V) in one backend call.
 
     query_pairs: (batch, 2H, query, head_dim) from stack_head_pairs; key/value: (batch, kv_heads,
-    key, head_dim); `module` must report 2H / kv_heads query heads per kv head (compat.paired_heads).
+    key, head_dim); `module` must report the query heads per kv head of the call (compat.paired_heads):
+    2H / kv_heads, or 1 with pack_single_query. pack_single_query: when there is one query token
+    (a decoding step), each kv head's 2H / kv_heads query heads become query rows of that kv head, so
+    the backend reads each cached key and value once instead of expanding them for 2H heads (only
+    for backends that apply a mask row to every query row alike: sdpa, eager).
     Returns the output (batch, query, H, head_dim) and the two maps (None for fused backends)."""
     kv_heads = key.shape[1]
-    out, maps = backend(module, query_pairs, key, value, attention_mask, **backend_kwargs)
+    if pack_single_query and query_pairs.shape[2] == 1:
+        out, maps = _single_query_rows(backend, module, query_pairs, key, value, attention_mask, **backend_kwargs)
+    else:
+        out, maps = backend(module, query_pairs, key, value, attention_mask, **backend_kwargs)
     out_pos, out_neg = split_head_pairs(out, kv_heads, dim=2)
     maps = split_head_pairs(maps, kv_heads, dim=1) if maps is not None else (None, None)
     return combine(out_pos, out_neg, lam), maps
+
+
+def _single_query_rows(backend, module, query_pairs, key, value, attention_mask, **backend_kwargs):
+    """One query token's 2H heads as (batch, kv_heads, 2H / kv_heads, d) rows: the same scores, since
+    every row of a kv head sees the same keys and the one mask row (no causal triangle: rows are
+    heads, not positions). Output and maps come back in the (batch, 1, 2H, d) / (batch, 2H, 1, keys) layout."""
+    batch, heads, _, head_dim = query_pairs.shape
+    kv_heads = key.shape[1]
+    rows = query_pairs.reshape(batch, kv_heads, heads // kv_heads, head_dim)
+    out, maps = backend(module, rows, key, value, attention_mask, **{**backend_kwargs, "is_causal": False})
+    out = out.transpose(1, 2).reshape(batch, 1, heads, head_dim)  # backend: (batch, rows, kv_heads, d)
+    if maps is not None:
+        maps = maps.reshape(batch, heads, 1, maps.shape[-1])
+    return out, maps
 
 
 class HeadRMSNorm(nn.RMSNorm):

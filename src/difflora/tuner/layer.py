@@ -265,9 +265,12 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         if cache is not None:
             k, v = compat.update_cache(cache, k, v, base.layer_idx, self.cache_kwarg, kwargs)
 
-        module = compat.paired_heads(base, queries.shape[1], kv_heads)
+        # A decoding step (one query token) packs the 2H heads as rows of their kv head where the
+        # backend allows it: the cached keys and values are then read once, not expanded to 2H heads.
+        pack = queries.shape[2] == 1 and compat.packs_query_rows(base)
+        module = compat.paired_heads(base, kv_heads if pack else queries.shape[1], kv_heads)
         return shared_key_attention(compat.attention_backend(base, self.family), module, queries, k, v, attention_mask, lam,
-                                    **self._backend_kwargs(kwargs))
+                                    pack_single_query=pack, **self._backend_kwargs(kwargs))
 
     def __repr__(self) -> str:
         return "difflora." + super().__repr__()
