@@ -75,6 +75,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--digit-loss", nargs=2, metavar=("MODEL", "NEEDLES"),
                    help="loss on each answer token of a model (a checkpoint folder) on MK-2 with NEEDLES needles")
     p.add_argument("--samples", type=int, default=40)
+    p.add_argument("--digit-needles", type=int, nargs="*", default=[4, 10],
+                   help="needle counts whose per-digit answer loss is printed at every probe (none: off)")
+    p.add_argument("--save", metavar="DIR", help="save the probed model (and tokenizer) here at every probe")
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tokenizer-dir", default=os.path.join("runs", "probe-tokenizer"))
@@ -142,18 +145,16 @@ class Probe(TrainerCallback):
             f.write(json.dumps(row) + "\n")
 
 
-def digit_loss(path: str, needles: int, tokenizer_dir: str, samples: int = 24) -> None:
-    """Loss on each token of the answer's value and its ending (". </s>") over fresh MK-2 samples: whether
-    the key match (first digit) or the copying (later digits) has formed; chance is ln 9 then ln 10."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def digit_losses(model, tokenizer, needles: int, samples: int = 24) -> list[float]:
+    """Mean loss (nats) on each token of the answer's value and its ending (". </s>") over fresh MK-2
+    samples with `needles` needles: whether the key match (first digit) or the copying (later digits) has
+    formed. Chance is ln 9 for the first digit and ln 10 after it; a first digit at ln(needles) means the
+    model copies the start of SOME needle's value without matching its key."""
     from difflora.demo.corpus import answer
     from difflora.evaluation import nih
 
-    tokenizer_dir = tokenizer_dir if os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")) else path
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    rng, per_token = random.Random(99), []
+    was_training, rng, per_token = model.training, random.Random(99), []
+    model.eval()
     for _ in range(samples):
         sample = nih.random_sample("mk2", needles, rng)
         messages = [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": answer(sample)}]
@@ -162,9 +163,35 @@ def digit_loss(path: str, needles: int, tokenizer_dir: str, samples: int = 24) -
         with torch.no_grad():
             logp = model(ids).logits[0, -tail - 1:-1].log_softmax(-1)
         per_token.append([-logp[i, ids[0, i - tail]].item() for i in range(tail)])
+    model.train(was_training)
     width = min(len(p) for p in per_token)
-    means = [sum(p[i] for p in per_token) / len(per_token) for i in range(width)]
+    return [sum(p[i] for p in per_token) / len(per_token) for i in range(width)]
+
+
+def first_digit(means: list[float]) -> int:
+    """Index of the value's first digit in digit_losses' list (a separate space token may come first)."""
+    return 1 if means[0] < 0.05 else 0
+
+
+def digit_loss(path: str, needles: int, tokenizer_dir: str, samples: int = 24) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer_dir = tokenizer_dir if os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")) else path
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    means = digit_losses(model, tokenizer, needles, samples)
     print(f"{needles} needles, nats per answer token: " + " ".join(f"{m:.2f}" for m in means))
+
+
+def digit_summary(model, tokenizer, needle_counts: list[int]) -> str:
+    """'first/rest' digit loss per needle count, e.g. 'digits 2: 0.41/0.12  6: 1.62/0.90'."""
+    parts = []
+    for n in needle_counts:
+        means = digit_losses(model, tokenizer, n)
+        first = first_digit(means)
+        rest = means[first + 1:first + 7]
+        parts.append(f"{n}: {means[first]:.2f}/{sum(rest) / len(rest):.2f}")
+    return "digits " + "  ".join(parts)
 
 
 def ship(build_dir: str) -> None:
@@ -223,8 +250,12 @@ def main() -> None:
             losses.append(loss.item())
             if step % args.every == 0 or step == total:
                 recent = losses[-args.every:]
+                digits = digit_summary(model, tokenizer, args.digit_needles) if args.digit_needles else ""
                 print(f"step {step:5d}  {time.time() - started:6.0f} s  loss {sum(recent) / len(recent):.3f}  "
-                      f"MK-2@{args.length} {mk2_accuracy(model, tokenizer, args):.2f}", flush=True)
+                      f"MK-2@{args.length} {mk2_accuracy(model, tokenizer, args):.2f}  {digits}", flush=True)
+                if args.save:
+                    model.save_pretrained(args.save)
+                    tokenizer.save_pretrained(args.save)
 
 
 if __name__ == "__main__":

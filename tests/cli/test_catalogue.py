@@ -1,4 +1,4 @@
-"""The catalogue of bad inputs (issue 16): every command, every kind of option, as a table.
+"""The catalogue of bad inputs: every command, every kind of option, as a table.
 
 Each case is one command line -> its exit code and one line on stderr naming the problem, with no
 traceback, nothing written to the output locations, and an existing file in the way left as it

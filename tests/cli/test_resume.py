@@ -1,4 +1,4 @@
-"""Finished work is never thrown away (issue 16): a damaged newest checkpoint is set aside with a
+"""Finished work is never thrown away: a damaged newest checkpoint is set aside with a
 notice and the run resumes from the newest intact one, ending with the adapter of an uninterrupted
 run; --resume without a checkpoint says it starts fresh; Ctrl-C says how to continue."""
 

@@ -1,4 +1,4 @@
-"""Shared keys (K2 = K1, one attention call) and the per-token lambda (issue 13): the layer against
+"""Shared keys (K2 = K1, one attention call) and the per-token lambda: the layer against
 the float64 reference, cached decoding, the cache's size, the function-preserving start, lambda's
 reporting and the parameter counts."""
 
