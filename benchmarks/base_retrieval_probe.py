@@ -9,6 +9,8 @@ evaluation suite's own run_nih. Used to look for a base recipe that meets the de
     python benchmarks/base_retrieval_probe.py --stages 4:600                  # 4 needles, 1 thread
     python benchmarks/base_retrieval_probe.py --stages 1:100 3:150 6:350 --lr 2e-3
     python benchmarks/base_retrieval_probe.py --stages 3:150:drill 6:250 --heads 4
+    python benchmarks/base_retrieval_probe.py --seq 0 --batch 32 --heads 4 --stages 2:200 4:300 8:500 \
+        --copy-weight 1 --copy-head -1 --gather         # attention supervision (demo/copy_supervision.py)
     python benchmarks/base_retrieval_probe.py --build /work/base-build/r1 --every 200   # the demo's recipe
 
 --build DIR pretrains the demo's default base recipe (base_model.BaseRecipe) with the demo's own
@@ -16,7 +18,9 @@ build_base (Trainer checkpoints in DIR/trainer, so running the same command agai
 probes MK-2 at each --lengths every --every steps (printed, and appended to DIR/probe.jsonl).
 
 A stage is NEEDLES:STEPS[:drill]; "drill" stages train on recall drills (needles stated, then
-restated, every token learned) instead of retrieval conversations.
+restated, every token learned) instead of retrieval conversations. --copy-weight adds the recipe's
+attention supervision (last-layer heads on the right needle's digits; with --gather also first-layer
+heads on the keys' words); the model then runs the eager attention backend, which returns weights.
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ from difflora.demo.base_model import (  # noqa: E402
     ship_base,
     tokenize_document,
 )
+from difflora.demo.copy_supervision import (  # noqa: E402
+    CopyPairCollator,
+    digit_token_ids,
+    needle_marks,
+    supervised_loss,
+)  # noqa: E402
 from difflora.demo.corpus import CorpusMix, pretraining_documents  # noqa: E402
 from difflora.evaluation import run_nih  # noqa: E402
 from difflora.train.chat_data import ChatCollator  # noqa: E402
@@ -65,6 +75,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--copy-weight", type=float, default=0.0,
+                   help="weight of the copy-attention loss on the last layer's first head (demo/copy_supervision.py)")
+    p.add_argument("--copy-head", type=int, default=0, help="the supervised head (-1: every head of the last layer)")
+    p.add_argument("--gather", action="store_true", help="also supervise the first layer's key-gathering heads")
+    p.add_argument("--rope-theta", type=float, default=10000.0, help="rotary base")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=384, help="packing block length (0: one document per row)")
     p.add_argument("--docs-per-step", type=float, default=13.0, help="documents generated per training step")
@@ -105,6 +120,7 @@ def probe_recipe(args) -> BaseRecipe:
     """The demo's recipe with the probed model shape (its tokenizer settings are kept)."""
     return dataclasses.replace(BaseRecipe(), hidden_size=args.hidden, layers=args.layers, heads=args.heads,
                                kv_heads=args.heads, intermediate_size=3 * args.hidden,
+                               rope_theta=args.rope_theta,
                                compound_words=not args.plain_words)
 
 
@@ -226,32 +242,37 @@ def main() -> None:
     tokenizer = recipe_tokenizer(recipe, args.tokenizer_dir)
     stages = stage_data(args.stages, args, tokenizer)
     total = sum(steps for steps, _ in stages)
-    model = LlamaForCausalLM(base_config(recipe, tokenizer))
-    collate = ChatCollator(tokenizer.pad_token_id)
+    model = LlamaForCausalLM._from_config(base_config(recipe, tokenizer),
+                                          attn_implementation="eager" if args.copy_weight else "sdpa")
+    collate = CopyPairCollator(ChatCollator(tokenizer.pad_token_id), digit_token_ids(tokenizer),
+                               needle_marks(tokenizer) if args.gather else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, total // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     rng = random.Random(args.seed)
     shown = " ".join(f"{n}:{k}" + (":drill" if d else "") for n, k, d in args.stages)
-    print(f"{args.layers} layers x hidden {args.hidden} x {args.heads} heads, stages {shown}, lr {args.lr}, "
+    print(f"{args.layers} layers x hidden {args.hidden} x {args.heads} heads, rope {args.rope_theta:g}, stages {shown}, lr {args.lr}, "
           f"{total} steps of {args.batch} rows", flush=True)
-    started, losses, step = time.time(), [], 0
+    started, losses, copies, step = time.time(), [], [], 0
     for steps, rows in stages:
         for _ in range(steps):
             step += 1
             batch = collate([rows[rng.randrange(len(rows))] for _ in range(args.batch)])
-            loss = model(**batch).loss
+            loss, lm_loss, copy_loss, _ = supervised_loss(model, batch, args.copy_weight,
+                                                         None if args.copy_head < 0 else args.copy_head)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad()
-            losses.append(loss.item())
+            losses.append(lm_loss.item())
+            copies.append(copy_loss.item())
             if step % args.every == 0 or step == total:
                 recent = losses[-args.every:]
                 digits = digit_summary(model, tokenizer, args.digit_needles) if args.digit_needles else ""
                 print(f"step {step:5d}  {time.time() - started:6.0f} s  loss {sum(recent) / len(recent):.3f}  "
+                      f"copy {sum(copies[-args.every:]) / len(recent):.3f}  "
                       f"MK-2@{args.length} {mk2_accuracy(model, tokenizer, args):.2f}  {digits}", flush=True)
                 if args.save:
                     model.save_pretrained(args.save)

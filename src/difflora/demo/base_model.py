@@ -29,7 +29,7 @@ from .state import fingerprint
 
 # Bump when the code that makes the base changes what it makes (the corpus generators, the packing,
 # the tokenizer training), so that every cached base made by older code is rebuilt.
-RECIPE_VERSION = 6
+RECIPE_VERSION = 7
 
 
 # the needle kinds of the default base's retrieval documents: mostly MK-2, the bar it must meet
@@ -43,29 +43,35 @@ class BaseRecipe:
 
     hidden_size: int = 128
     layers: int = 2
-    heads: int = 8                # head_dim 16: the shape whose loss leaves the plateau (docs/demo-base-model.md)
-    kv_heads: int = 8
+    heads: int = 4                # head_dim 32
+    kv_heads: int = 4
     intermediate_size: int = 384
+    rope_theta: float = 10000.0   # rotary base (1e6 did not help the key match either: docs/demo-base-model.md)
     vocab_size: int = 2048
     split_digits: bool = True     # one token per digit: a value is copied digit by digit
     compound_words: bool = False  # True (every word key one token) stalled retrieval: docs/demo-base-model.md
-    seq_len: int = 1024           # pretraining block length of the last stage (documents are packed whole)
-    documents: int = 32000        # documents of the last stage (more than its steps need: no second epoch)
-    steps: int = 2700
-    batch_size: int = 16
-    curriculum: tuple[tuple[int, int, int], ...] = ((2, 200, 384), (6, 300, 384), (12, 1200, 512))
+    seq_len: int = 0              # block length of the last stage (0: one document per row, else
+                                  # documents packed whole into blocks of at most that many tokens)
+    documents: int = 10000        # documents of the last stage (at least its steps' rows: no second epoch)
+    steps: int = 1350
+    batch_size: int = 32
+    curriculum: tuple[tuple[int, int, int], ...] = ((2, 200, 0), (4, 250, 0), (8, 300, 0), (14, 300, 0))
                                   # (max needles, steps, block length) stages first, in order: retrieval
-                                  # forms among few needles in short blocks first, then the needle counts
-                                  # of the evaluation's 256- and 512-token prompts (about 10 and 23)
+                                  # forms among few needles first, then the needle counts of the
+                                  # evaluation's 256- and 512-token prompts (about 10 and 23; the last
+                                  # stage draws up to mix.max_needles)
     learning_rate: float = 2e-3
-    warmup: float = 50            # steps (a float below 1: a share of the steps)
-    schedule: str = "wsd"         # "wsd": warm up, hold the rate through the plateau, decay over the last
+    warmup: float = 0.05          # steps (a float below 1: a share of the steps)
+    schedule: str = "cosine"         # "wsd": warm up, hold the rate through the plateau, decay over the last
     decay: float = 0.15           # `decay` share of the steps; "cosine": the older schedule
+    copy_weight: float = 1.0      # weight of the copy-attention loss (demo/copy_supervision.py): it starts
+    copy_head: int = -1           # the key-match circuit that answers alone never find; -1: every head of
+                                  # the last layer is supervised at answered digits, else that one head
     loss_on: str = "values"       # conversations: "all" tokens, "answers" (assistant turns) or "values"
                                   # (retrieval answers from their value on; see tokenize_document)
     mix: CorpusMix = field(default_factory=lambda: CorpusMix(
-        retrieval=0.88, icl=0.08, short_answer=0.03, max_needles=26, questions=8, max_shots=24,
-        retrieval_kinds=BASE_KINDS))
+        retrieval=0.88, icl=0.08, short_answer=0.03, max_needles=26, questions=4, max_shots=24,
+        retrieval_kinds=("mk2:needles",)))
     seed: int = 0
     version: int = RECIPE_VERSION
 
@@ -79,7 +85,7 @@ class BaseRecipe:
 # --quick: a model that only has to exist and load (the smoke test does not need it to retrieve)
 QUICK_RECIPE = BaseRecipe(hidden_size=64, layers=2, heads=8, kv_heads=8, intermediate_size=128, vocab_size=512,
                           compound_words=False, seq_len=256, documents=300, steps=12, batch_size=8,
-                          curriculum=(), learning_rate=1e-3, warmup=0.05, schedule="cosine",
+                          curriculum=(), learning_rate=1e-3, warmup=0.05, schedule="cosine", copy_weight=0.0,
                           mix=CorpusMix(max_needles=6, questions=2, max_shots=6))
 
 
@@ -243,15 +249,19 @@ def build_base(recipe: BaseRecipe, work_dir: str, log=print, callbacks: list | N
     from transformers import LlamaForCausalLM, Trainer, TrainingArguments, set_seed
 
     from ..train.chat_data import ChatCollator
+    from .copy_supervision import CopyPairCollator, copy_supervised, digit_token_ids, needle_marks
 
     os.makedirs(work_dir, exist_ok=True)
     claim_build_dir(recipe, work_dir)
     set_seed(recipe.seed)
     tokenizer = recipe_tokenizer(recipe, work_dir)
     data = pretraining_dataset(recipe, tokenizer)
+    rows = f"{recipe.seq_len}-token blocks" if recipe.seq_len else "documents"
     log(f"pretraining the default base model: {recipe.layers} layers, hidden {recipe.hidden_size}, "
-        f"{recipe.steps} steps of {recipe.batch_size} x {recipe.seq_len} tokens ({len(data)} packed blocks)")
-    model = LlamaForCausalLM(base_config(recipe, tokenizer))
+        f"{recipe.steps} steps of {recipe.batch_size} {rows} ({len(data)} rows)")
+    supervised = recipe.copy_weight > 0  # needs the attention weights: the eager backend
+    model = LlamaForCausalLM._from_config(base_config(recipe, tokenizer),
+                                          attn_implementation="eager" if supervised else "sdpa")
     trainer_dir = os.path.join(work_dir, "trainer")
     args = TrainingArguments(
         output_dir=trainer_dir, max_steps=recipe.steps, per_device_train_batch_size=recipe.batch_size,
@@ -260,8 +270,11 @@ def build_base(recipe: BaseRecipe, work_dir: str, log=print, callbacks: list | N
         save_strategy="steps", save_steps=max(1, recipe.steps // 24), save_total_limit=1, report_to=[],
         use_cpu=not torch.cuda.is_available(), seed=recipe.seed, dataloader_num_workers=0, disable_tqdm=False)
     trainer_class = _in_order_trainer() if recipe.curriculum else Trainer
-    trainer = trainer_class(model=model, args=args, train_dataset=data, callbacks=callbacks,
-                            data_collator=ChatCollator(tokenizer.pad_token_id))
+    collator = ChatCollator(tokenizer.pad_token_id)
+    if supervised:
+        trainer_class = copy_supervised(trainer_class, recipe.copy_weight, None if recipe.copy_head < 0 else recipe.copy_head)
+        collator = CopyPairCollator(collator, digit_token_ids(tokenizer), needle_marks(tokenizer))
+    trainer = trainer_class(model=model, args=args, train_dataset=data, callbacks=callbacks, data_collator=collator)
     checkpoints = glob.glob(os.path.join(trainer_dir, "checkpoint-*"))
     trainer.train(resume_from_checkpoint=bool(checkpoints) or None)
     out = os.path.join(work_dir, "model")
@@ -316,6 +329,7 @@ def base_config(recipe: BaseRecipe, tokenizer):
     return LlamaConfig(vocab_size=len(tokenizer), hidden_size=recipe.hidden_size, num_hidden_layers=recipe.layers,
                        num_attention_heads=recipe.heads, num_key_value_heads=recipe.kv_heads,
                        intermediate_size=recipe.intermediate_size, max_position_embeddings=4096,
+                       rope_parameters={"rope_type": "default", "rope_theta": recipe.rope_theta},
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
 
@@ -340,9 +354,8 @@ def recipe_tokenizer(recipe: BaseRecipe, work_dir: str):
 
 def pretraining_dataset(recipe: BaseRecipe, tokenizer):
     """The generated documents, tokenised, in training order. A block length of 0 keeps one document
-    per row (batches of similar lengths, so little padding); any other packs whole documents into
-    blocks of at most that many tokens. With a curriculum: each stage's rows (exactly its steps'
-    worth, shuffled), then the last stage's."""
+    per row; any other packs whole documents into blocks of at most that many tokens. With a
+    curriculum: each stage's rows (exactly its steps' worth, shuffled), then the last stage's."""
     import random
 
     from datasets import Dataset
@@ -356,33 +369,24 @@ def pretraining_dataset(recipe: BaseRecipe, tokenizer):
         rows = [tokenize_document(doc, tokenizer, length or MAX_DOCUMENT, recipe.loss_on) for doc in docs]
         return pack_whole(rows, length) if length else rows
 
-    def in_order(rows: list[dict], length: int) -> list[dict]:
-        return shuffled_batches(rows, recipe.batch_size, rng) if length == 0 else rng.sample(rows, len(rows))
+    def in_order(rows: list[dict]) -> list[dict]:
+        return rng.sample(rows, len(rows))  # mixed batches: length-sorted ones slowed the key match (r7, r8)
 
     out: list[dict] = []
     for stage, (needles, steps, length) in enumerate(recipe.curriculum, start=1):
         mix, wanted, made = dataclasses.replace(recipe.mix, max_needles=needles), steps * recipe.batch_size, []
         while len(made) < wanted:  # documents in chunks until the stage has its rows
             made += rows_of(300, recipe.seed + 1000 * stage + len(made), mix, length)
-        out += in_order(made[:wanted], length)
+        out += in_order(made[:wanted])
     last = rows_of(recipe.documents, recipe.seed + 1, recipe.mix, recipe.seq_len)
     needed = (recipe.steps - sum(steps for _, steps, _ in recipe.curriculum)) * recipe.batch_size
     if len(last) < needed:  # the sampler would start a second epoch at the curriculum's first stage
         raise ValueError(f"the recipe's {recipe.documents} last-stage documents make {len(last)} rows; its "
                          f"last stage needs {needed}: raise `documents`")
-    return Dataset.from_list(out + in_order(last, recipe.seq_len))
+    return Dataset.from_list(out + in_order(last))
 
 
 MAX_DOCUMENT = 4096  # tokens: longer than any generated document (a 26-needle context with 8 questions is ~900)
-
-
-def shuffled_batches(rows: list[dict], batch_size: int, rng) -> list[dict]:
-    """Rows ordered so that each run of batch_size holds documents of similar length (sorted, cut
-    into batches, batches shuffled): a sequential sampler then pads little."""
-    ordered = sorted(rows, key=lambda r: len(r["input_ids"]))
-    batches = [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
-    rng.shuffle(batches)
-    return [row for batch in batches for row in batch]
 
 
 def tokenize_document(doc: dict | str, tokenizer, max_length: int, loss_on: str = "all") -> dict:

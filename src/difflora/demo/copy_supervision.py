@@ -1,0 +1,188 @@
+"""Supervising one attention head of the demo's base model to look where a retrieved value is.
+
+Needle retrieval takes two circuits: a *copy* circuit (attend to a value's digits and write them
+out) and a *match* circuit (the attention's query carries the asked key, each needle's value
+carries its own key, and the two are compared). A tiny model trained on answers alone learns the
+first within a few hundred steps and then sits on a plateau: its answer is the value of a needle
+chosen at random (loss ln(needles) on the first digit; docs/demo-base-model.md records about
+thirty such runs). The match circuit gets no gradient until attention already prefers the right
+needle, so nothing starts it.
+
+The base recipe therefore adds a second loss: one head of the last layer is told, at every
+answered digit, which context position holds that digit of the right value (cross-entropy of
+its attention row against that position). That gradient reaches the query and key projections
+directly, so the key comparison is learned from the first steps. The pairs are found in the
+batch itself: an answered run of digits is a copy of the same digits earlier in the row.
+The finished model is an ordinary Llama checkpoint; the supervision only shapes pretraining.
+"""
+
+from __future__ import annotations
+
+import torch
+
+VALUE_DIGITS = 7  # the needles' numbers have 7 digits (evaluation/haystack.number_value)
+
+
+def digit_token_ids(tokenizer) -> set[int]:
+    """Ids of the ten one-digit tokens (the recipe's tokenizer splits numbers into digits)."""
+    ids = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    return {i for i in ids if i is not None and i != tokenizer.unk_token_id}
+
+
+def copy_pairs(input_ids: torch.Tensor, labels: torch.Tensor, digits: set[int]) -> torch.Tensor:
+    """(row, query, source) triples: for each learned run of VALUE_DIGITS digit tokens whose digits
+    also appear, unlearned, earlier in the row (a value answered from the context), the position
+    predicting digit i (query) and the context position of digit i (source)."""
+    triples: list[tuple[int, int, int]] = []
+    for row, (ids, labs) in enumerate(zip(input_ids.tolist(), labels.tolist())):
+        is_digit = [t in digits for t in ids]
+        start = 0
+        while start < len(ids):
+            if not (is_digit[start] and labs[start] != -100 and (start == 0 or not is_digit[start - 1])):
+                start += 1
+                continue
+            end = start
+            while end < len(ids) and is_digit[end]:
+                end += 1
+            run = ids[start:end]
+            if len(run) == VALUE_DIGITS and start > 0:
+                source = _earlier_copy(ids, labs, run, start)
+                if source is not None:
+                    triples += [(row, start + i - 1, source + i) for i in range(len(run))]
+            start = end
+    return torch.tensor(triples, dtype=torch.long).reshape(-1, 3)
+
+
+def _earlier_copy(ids: list[int], labels: list[int], run: list[int], before: int) -> int | None:
+    """Start of the first unlearned occurrence of `run` before position `before`."""
+    n = len(run)
+    for s in range(0, before - n + 1):
+        if ids[s:s + n] == run and labels[s] == -100:
+            return s
+    return None
+
+
+def needle_marks(tokenizer) -> dict[str, int]:
+    """Ids of the tokens around a needle's value in the recipe's tokenizer: "-" inside a word key,
+    then " is", ":", " " before the value's first digit (" amber-apple is: 1")."""
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer(" amber-apple is: 1", add_special_tokens=False)["input_ids"])
+    if len(pieces) != 7 or pieces[-1] != "1":
+        raise ValueError(f"the tokenizer splits a needle as {pieces}: key gathering needs one token per key word")
+    ids = tokenizer.convert_tokens_to_ids(pieces)
+    return {"hyphen": ids[1], "is": ids[3], "colon": ids[4], "space": ids[5]}
+
+
+def unambiguous(input_ids: torch.Tensor, pairs: torch.Tensor, digits: set[int], marks: dict[str, int]) -> torch.Tensor:
+    """The copy pairs without the first digits of values whose key several needles share (a
+    multi-value question): which of those needles comes next is a matter of order, not of the key,
+    and supervising it would pull the matching heads away from the key."""
+    rows = input_ids.tolist()
+    keys: dict[int, dict[tuple, int]] = {}
+    for row, ids in enumerate(rows):
+        counts: dict[tuple, int] = {}
+        for p in range(6, len(ids)):
+            if ids[p] in digits and _is_needle_start(ids, p, marks):
+                counts[tuple(ids[p - 6:p - 3])] = counts.get(tuple(ids[p - 6:p - 3]), 0) + 1
+        keys[row] = counts
+    keep = []
+    for row, query, source in pairs.tolist():
+        ids = rows[row]
+        first = ids[query] not in digits  # the pair of a value's first digit
+        shared = source >= 6 and keys[row].get(tuple(ids[source - 6:source - 3]), 0) > 1
+        keep.append(not (first and shared))
+    return pairs[torch.tensor(keep, dtype=torch.bool)] if keep else pairs
+
+
+def gather_pairs(input_ids: torch.Tensor, copies: torch.Tensor, digits: set[int], marks: dict[str, int]) -> torch.Tensor:
+    """(row, position, target, head) for the first layer's key-gathering heads: at every needle
+    value's first digit and at every answered value's first query, head 0 looks at the key's noun
+    and head 1 at its adjective (of the needle there, or of the asked key in the question's answer)."""
+    quads: list[tuple[int, int, int, int]] = []
+    rows = input_ids.tolist()
+    for row, ids in enumerate(rows):
+        for p in range(6, len(ids)):
+            if ids[p] in digits and _is_needle_start(ids, p, marks):
+                quads += [(row, p, p - 4, 0), (row, p, p - 6, 1)]
+    for row, q, source in copies.tolist():
+        ids = rows[row]
+        if source < 6 or not _is_needle_start(ids, source, marks) or ids[q + 1] != ids[source] or \
+                (q > 0 and ids[q] in digits):
+            continue  # not a value's first digit answered from a needle
+        key = ids[source - 6:source - 3]
+        for o in range(q - 3, source, -1):
+            if ids[o:o + 3] == key:
+                quads += [(row, q, o + 2, 0), (row, q, o, 1)]
+                break
+    return torch.tensor(quads, dtype=torch.long).reshape(-1, 4)
+
+
+def _is_needle_start(ids: list[int], p: int, marks: dict[str, int]) -> bool:
+    return (ids[p - 1] == marks["space"] and ids[p - 2] == marks["colon"] and ids[p - 3] == marks["is"]
+            and ids[p - 5] == marks["hyphen"])
+
+
+def gather_attention_loss(attentions: tuple[torch.Tensor, ...], quads: torch.Tensor) -> torch.Tensor:
+    """Mean negative log attention weight of the first layer's heads on their gathering targets."""
+    if quads.numel() == 0:
+        return attentions[0].sum() * 0.0
+    quads = quads.to(attentions[0].device)
+    picked = attentions[0][quads[:, 0], quads[:, 3], quads[:, 1], quads[:, 2]]
+    return -(picked.float().clamp_min(1e-6)).log().mean()
+
+
+def copy_attention_loss(attentions: tuple[torch.Tensor, ...], pairs: torch.Tensor, head: int | None = 0) -> torch.Tensor:
+    """Mean negative log attention weight of the last layer's `head` (None: each of its heads) on
+    each pair's source."""
+    if pairs.numel() == 0:
+        return attentions[-1].sum() * 0.0
+    weights = attentions[-1] if head is None else attentions[-1][:, head:head + 1]  # (batch, heads, query, key)
+    pairs = pairs.to(weights.device)
+    picked = weights[pairs[:, 0], :, pairs[:, 1], pairs[:, 2]]
+    return -(picked.float().clamp_min(1e-6)).log().mean()
+
+
+class CopyPairCollator:
+    """A collator that also returns the batch's copy pairs (as "copy_pairs")."""
+
+    def __init__(self, collator, digits: set[int], marks: dict[str, int] | None = None):
+        self.collator, self.digits, self.marks = collator, digits, marks
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.collator(features)
+        batch["copy_pairs"] = copy_pairs(batch["input_ids"], batch["labels"], self.digits)
+        if self.marks:
+            batch["gather_pairs"] = gather_pairs(batch["input_ids"], batch["copy_pairs"], self.digits, self.marks)
+            batch["copy_pairs"] = unambiguous(batch["input_ids"], batch["copy_pairs"], self.digits, self.marks)
+        return batch
+
+
+def supervised_loss(model, batch: dict, weight: float, head: int | None = 0):
+    """(total loss, language-model loss, copy-attention loss, model outputs) of one batch with copy pairs."""
+    batch = dict(batch)
+    pairs, quads = batch.pop("copy_pairs"), batch.pop("gather_pairs", None)
+    out = model(**batch, output_attentions=weight > 0)
+    copy = copy_attention_loss(out.attentions, pairs, head) if weight > 0 else out.loss * 0.0
+    if weight > 0 and quads is not None:
+        copy = copy + gather_attention_loss(out.attentions, quads)
+    return out.loss + weight * copy, out.loss, copy, out
+
+
+def copy_supervised(trainer_class, weight: float, head: int | None):
+    """A subclass of a transformers Trainer class whose loss adds the copy-attention loss (the batches
+    come from CopyPairCollator); both parts are logged."""
+
+    class CopySupervisedTrainer(trainer_class):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            total, lm_loss, copy, out = supervised_loss(model, inputs, weight, head)
+            self._parts = getattr(self, "_parts", []) + [(lm_loss.item(), copy.item())]
+            return (total, out) if return_outputs else total
+
+        def log(self, logs: dict, *args, **kwargs):
+            parts = getattr(self, "_parts", [])
+            if parts and "loss" in logs:
+                logs["lm_loss"] = round(sum(p[0] for p in parts) / len(parts), 4)
+                logs["copy_loss"] = round(sum(p[1] for p in parts) / len(parts), 4)
+                self._parts = []
+            super().log(logs, *args, **kwargs)
+
+    return CopySupervisedTrainer

@@ -1,0 +1,131 @@
+"""The base recipe's attention supervision: which positions it pairs (found in the batch itself), and
+that its loss is the negative log attention weight on those positions and trains the projections
+that key matching needs."""
+
+import random
+
+import pytest
+import torch
+
+from difflora.demo.base_model import tokenize_document
+from difflora.demo.copy_supervision import (
+    VALUE_DIGITS,
+    CopyPairCollator,
+    copy_attention_loss,
+    copy_pairs,
+    digit_token_ids,
+    gather_attention_loss,
+    needle_marks,
+    supervised_loss,
+)
+from difflora.demo.corpus import retrieval_document
+from difflora.evaluation.haystack import ADJECTIVES, NOUNS
+from difflora.train.chat_data import ChatCollator
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from difflora.data.tokenizer import train_tokenizer
+    from difflora.demo.corpus import tokenizer_texts
+
+    # every key word often enough to be one token, as in the recipe's tokenizer; digits one per token
+    return train_tokenizer(tokenizer_texts(0, n=40, keys=True), vocab_size=1024, split_digits=True)
+
+
+@pytest.fixture(scope="module")
+def batch(tokenizer):
+    rng = random.Random(3)
+    docs = [retrieval_document(rng, 6, 4, ("mk2:needles", "mv:essay", "mk2:essay")) for _ in range(6)]
+    rows = [tokenize_document(d, tokenizer, 4096, "values") for d in docs]
+    collate = CopyPairCollator(ChatCollator(tokenizer.pad_token_id), digit_token_ids(tokenizer), needle_marks(tokenizer))
+    return docs, collate(rows)
+
+
+def test_copy_pairs_point_each_answered_digit_at_its_digit_in_the_context(tokenizer, batch):
+    docs, b = batch
+    ids, labels = b["input_ids"], b["labels"]
+    pairs = copy_pairs(ids, labels, digit_token_ids(tokenizer))
+    assert len(pairs) == VALUE_DIGITS * sum(len(d["values"]) for d in docs)  # every answered value, each digit
+    for row, query, source in pairs.tolist():
+        assert source < query
+        assert ids[row, query + 1] == ids[row, source]          # the digit predicted is the digit looked at
+        assert labels[row, query + 1] != -100 and labels[row, source] == -100  # answer -> context
+    # the pairs of one value are consecutive positions on both sides
+    first = pairs.view(-1, VALUE_DIGITS, 3)
+    assert (first[:, 1:, 1] - first[:, :-1, 1] == 1).all() and (first[:, 1:, 2] - first[:, :-1, 2] == 1).all()
+
+
+def test_first_digits_of_a_shared_key_are_not_supervised(tokenizer, batch):
+    _, b = batch
+    ids, marks, digits = b["input_ids"].tolist(), needle_marks(tokenizer), digit_token_ids(tokenizer)
+    every = copy_pairs(b["input_ids"], b["labels"], digits).view(-1, VALUE_DIGITS, 3).tolist()
+    kept = {tuple(p) for p in b["copy_pairs"].tolist()}
+
+    def needle_keys(row):
+        t = ids[row]
+        return [tuple(t[p - 6:p - 3]) for p in range(6, len(t)) if t[p] in digits and t[p - 1] == marks["space"]
+                and t[p - 2] == marks["colon"] and t[p - 3] == marks["is"] and t[p - 5] == marks["hyphen"]]
+
+    seen = set()
+    for value in every:
+        row, _, source = value[0]
+        shared = needle_keys(row).count(tuple(ids[row][source - 6:source - 3])) > 1
+        assert (tuple(value[0]) in kept) != shared
+        assert all(tuple(p) in kept for p in value[1:])  # later digits follow the first: always kept
+        seen.add(shared)
+    assert seen == {True, False}  # the batch holds both single-key and multi-value answers
+
+
+def test_gather_pairs_look_at_the_key_words(tokenizer, batch):
+    _, b = batch
+    ids = b["input_ids"]
+    words = {0: set(), 1: set()}
+    for row, position, target, head in b["gather_pairs"].tolist():
+        assert target < position
+        words[head].add(tokenizer.decode([int(ids[row, target])]).strip())
+    assert words[0] <= set(NOUNS) and words[1] <= set(ADJECTIVES) and len(words[0]) > 5
+    # at an answer's first digit the gathered key is the asked one: the same words as its needle's
+    checked = 0
+    every = copy_pairs(ids, b["labels"], digit_token_ids(tokenizer)).view(-1, VALUE_DIGITS, 3)
+    for row, query, source in every[:, 0].tolist():
+        at_query = {h: t for r, p, t, h in b["gather_pairs"].tolist() if r == row and p == query}
+        at_needle = {h: t for r, p, t, h in b["gather_pairs"].tolist() if r == row and p == source}
+        if at_query:  # MV answers after the first value have no key right before them
+            assert {h: int(ids[row, t]) for h, t in at_query.items()} == {h: int(ids[row, t]) for h, t in at_needle.items()}
+            checked += 1
+    assert checked >= 6
+
+
+def test_attention_losses_are_negative_log_weights():
+    torch.manual_seed(0)
+    attn = torch.rand(2, 3, 5, 5).softmax(-1)
+    pairs = torch.tensor([[0, 4, 1], [1, 3, 2]])
+    expected_all = -torch.stack([attn[0, :, 4, 1], attn[1, :, 3, 2]]).log().mean()
+    assert torch.allclose(copy_attention_loss((attn, attn), pairs, None), expected_all)
+    assert torch.allclose(copy_attention_loss((attn, attn), pairs, 1), -torch.stack([attn[0, 1, 4, 1], attn[1, 1, 3, 2]]).log().mean())
+    quads = torch.tensor([[0, 4, 0, 1], [1, 2, 1, 0]])
+    assert torch.allclose(gather_attention_loss((attn, attn), quads), -torch.stack([attn[0, 1, 4, 0], attn[1, 0, 2, 1]]).log().mean())
+    empty = torch.zeros(0, 3, dtype=torch.long)
+    assert copy_attention_loss((attn, attn), empty).item() == 0.0
+
+
+def test_supervised_loss_trains_the_matching_projections(tokenizer, batch):
+    from difflora.loading import tiny_model
+
+    _, b = batch
+    torch.manual_seed(0)
+    model = tiny_model("llama", vocab_size=len(tokenizer), hidden_size=64, layers=2)
+    model.config._attn_implementation = "eager"
+    total, lm, attention, _ = supervised_loss(model, b, weight=1.0, head=None)
+    assert torch.isclose(total, lm + attention) and attention > 0
+    attention.backward()
+    layers = model.model.layers
+    for proj in (layers[0].self_attn.q_proj, layers[0].self_attn.k_proj, layers[1].self_attn.q_proj, layers[1].self_attn.k_proj):
+        assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0
+    plain, lm_only, zero, _ = supervised_loss(model, b, weight=0.0)
+    assert zero.item() == 0.0 and torch.isclose(plain, lm_only)
+
+
+def test_needle_marks_refuse_a_tokenizer_that_splits_key_words(tiny_tokenizer):
+    with pytest.raises(ValueError, match="one token per key word"):
+        needle_marks(tiny_tokenizer)
