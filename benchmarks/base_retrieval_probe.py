@@ -9,8 +9,8 @@ evaluation suite's own run_nih. Used to look for a base recipe that meets the de
     python benchmarks/base_retrieval_probe.py --stages 4:600                  # 4 needles, 1 thread
     python benchmarks/base_retrieval_probe.py --stages 1:100 3:150 6:350 --lr 2e-3
     python benchmarks/base_retrieval_probe.py --stages 3:150:drill 6:250 --heads 4
-    python benchmarks/base_retrieval_probe.py --seq 0 --batch 32 --heads 4 --stages 2:200 4:300 8:500 \
-        --copy-weight 1 --copy-head -1 --gather         # attention supervision (demo/copy_supervision.py)
+    python benchmarks/base_retrieval_probe.py --seq 0 --batch 32 --heads 4 --stages 2:200 4:300 8:400 \
+        --copy-weight 1 --copy-head -1 --gather --readout 1   # attention supervision (demo/copy_supervision.py)
     python benchmarks/base_retrieval_probe.py --build /work/base-build/r1 --every 200   # the demo's recipe
 
 --build DIR pretrains the demo's default base recipe (base_model.BaseRecipe) with the demo's own
@@ -78,6 +78,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--copy-weight", type=float, default=0.0,
                    help="weight of the copy-attention loss on the last layer's first head (demo/copy_supervision.py)")
     p.add_argument("--copy-head", type=int, default=0, help="the supervised head (-1: every head of the last layer)")
+    p.add_argument("--readout", type=float, default=0.0,
+                   help="weight of the readout loss on the supervised heads' output (demo/copy_supervision.py)")
     p.add_argument("--gather", action="store_true", help="also supervise the first layer's key-gathering heads")
     p.add_argument("--rope-theta", type=float, default=10000.0, help="rotary base")
     p.add_argument("--batch", type=int, default=16)
@@ -260,7 +262,8 @@ def main() -> None:
             step += 1
             batch = collate([rows[rng.randrange(len(rows))] for _ in range(args.batch)])
             loss, lm_loss, copy_loss, _ = supervised_loss(model, batch, args.copy_weight,
-                                                         None if args.copy_head < 0 else args.copy_head)
+                                                            None if args.copy_head < 0 else args.copy_head,
+                                                            args.readout)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

@@ -16,6 +16,7 @@ from difflora.demo.copy_supervision import (
     digit_token_ids,
     gather_attention_loss,
     needle_marks,
+    readout_loss,
     supervised_loss,
 )
 from difflora.demo.corpus import retrieval_document
@@ -124,6 +125,34 @@ def test_supervised_loss_trains_the_matching_projections(tokenizer, batch):
         assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0
     plain, lm_only, zero, _ = supervised_loss(model, b, weight=0.0)
     assert zero.item() == 0.0 and torch.isclose(plain, lm_only)
+
+
+def test_readout_loss_scores_the_last_attention_output_on_the_digit_looked_at(tokenizer, batch):
+    from difflora.loading import tiny_model
+
+    _, b = batch
+    torch.manual_seed(0)
+    model = tiny_model("llama", vocab_size=len(tokenizer), hidden_size=64, layers=2)
+    model.config._attn_implementation = "eager"
+    captured = {}
+    hook = model.model.layers[-1].self_attn.register_forward_hook(lambda m, i, o: captured.__setitem__("out", o[0]))
+    with torch.no_grad():
+        model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+    hook.remove()
+    pairs, ids = b["copy_pairs"], b["input_ids"]
+    logits = model.lm_head(model.model.norm(captured["out"][pairs[:, 0], pairs[:, 1]]))
+    expected = torch.nn.functional.cross_entropy(logits, ids[pairs[:, 0], pairs[:, 2]])
+    with torch.no_grad():
+        assert torch.isclose(readout_loss(model, captured["out"], pairs, ids), expected)
+        _, lm, attention, _ = supervised_loss(model, b, weight=1.0, head=None)
+        hooks = len(model.model.layers[-1].self_attn._forward_hooks)  # transformers installs one of its own
+        total, lm2, both, _ = supervised_loss(model, b, weight=1.0, head=None, readout=0.5)
+    assert torch.isclose(both, attention + 0.5 * expected, rtol=1e-4) and torch.isclose(total, lm2 + both)
+    assert len(model.model.layers[-1].self_attn._forward_hooks) == hooks  # ours is removed after each call
+    model.zero_grad()
+    supervised_loss(model, b, weight=0.0, readout=1.0)[2].backward()  # the readout trains the output path
+    attn = model.model.layers[-1].self_attn
+    assert attn.v_proj.weight.grad.abs().sum() > 0 and attn.o_proj.weight.grad.abs().sum() > 0
 
 
 def test_needle_marks_refuse_a_tokenizer_that_splits_key_words(tiny_tokenizer):

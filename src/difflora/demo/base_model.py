@@ -29,7 +29,7 @@ from .state import fingerprint
 
 # Bump when the code that makes the base changes what it makes (the corpus generators, the packing,
 # the tokenizer training), so that every cached base made by older code is rebuilt.
-RECIPE_VERSION = 7
+RECIPE_VERSION = 8
 
 
 # the needle kinds of the default base's retrieval documents: mostly MK-2, the bar it must meet
@@ -67,6 +67,8 @@ class BaseRecipe:
     copy_weight: float = 1.0      # weight of the copy-attention loss (demo/copy_supervision.py): it starts
     copy_head: int = -1           # the key-match circuit that answers alone never find; -1: every head of
                                   # the last layer is supervised at answered digits, else that one head
+    readout_weight: float = 1.0   # weight of the readout loss: the supervised heads' output must name the
+                                  # digit they look at (without it the model never reads them: run r9)
     loss_on: str = "values"       # conversations: "all" tokens, "answers" (assistant turns) or "values"
                                   # (retrieval answers from their value on; see tokenize_document)
     mix: CorpusMix = field(default_factory=lambda: CorpusMix(
@@ -86,6 +88,7 @@ class BaseRecipe:
 QUICK_RECIPE = BaseRecipe(hidden_size=64, layers=2, heads=8, kv_heads=8, intermediate_size=128, vocab_size=512,
                           compound_words=False, seq_len=256, documents=300, steps=12, batch_size=8,
                           curriculum=(), learning_rate=1e-3, warmup=0.05, schedule="cosine", copy_weight=0.0,
+                          readout_weight=0.0,
                           mix=CorpusMix(max_needles=6, questions=2, max_shots=6))
 
 
@@ -259,9 +262,9 @@ def build_base(recipe: BaseRecipe, work_dir: str, log=print, callbacks: list | N
     rows = f"{recipe.seq_len}-token blocks" if recipe.seq_len else "documents"
     log(f"pretraining the default base model: {recipe.layers} layers, hidden {recipe.hidden_size}, "
         f"{recipe.steps} steps of {recipe.batch_size} {rows} ({len(data)} rows)")
-    supervised = recipe.copy_weight > 0  # needs the attention weights: the eager backend
-    model = LlamaForCausalLM._from_config(base_config(recipe, tokenizer),
-                                          attn_implementation="eager" if supervised else "sdpa")
+    supervised = recipe.copy_weight > 0 or recipe.readout_weight > 0
+    model = LlamaForCausalLM._from_config(base_config(recipe, tokenizer),  # attention weights: eager
+                                          attn_implementation="eager" if recipe.copy_weight > 0 else "sdpa")
     trainer_dir = os.path.join(work_dir, "trainer")
     args = TrainingArguments(
         output_dir=trainer_dir, max_steps=recipe.steps, per_device_train_batch_size=recipe.batch_size,
@@ -272,7 +275,8 @@ def build_base(recipe: BaseRecipe, work_dir: str, log=print, callbacks: list | N
     trainer_class = _in_order_trainer() if recipe.curriculum else Trainer
     collator = ChatCollator(tokenizer.pad_token_id)
     if supervised:
-        trainer_class = copy_supervised(trainer_class, recipe.copy_weight, None if recipe.copy_head < 0 else recipe.copy_head)
+        trainer_class = copy_supervised(trainer_class, recipe.copy_weight,
+                                        None if recipe.copy_head < 0 else recipe.copy_head, recipe.readout_weight)
         collator = CopyPairCollator(collator, digit_token_ids(tokenizer), needle_marks(tokenizer))
     trainer = trainer_class(model=model, args=args, train_dataset=data, callbacks=callbacks, data_collator=collator)
     checkpoints = glob.glob(os.path.join(trainer_dir, "checkpoint-*"))

@@ -141,6 +141,20 @@ def copy_attention_loss(attentions: tuple[torch.Tensor, ...], pairs: torch.Tenso
     return -(picked.float().clamp_min(1e-6)).log().mean()
 
 
+def readout_loss(model, attention_output: torch.Tensor, pairs: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the last layer's attention output alone (through the final norm and the
+    unembedding) at each pair's query against the token its heads are supervised to look at.
+    Without it the heads look at the right digit but their output projections, two small matrices
+    trained only through the language-model loss, stay near zero: the model never reads them
+    (docs/demo-base-model.md, runs r9 and s4b)."""
+    if pairs.numel() == 0:
+        return attention_output.sum() * 0.0
+    pairs = pairs.to(attention_output.device)
+    hidden = attention_output[pairs[:, 0], pairs[:, 1]]
+    logits = model.get_output_embeddings()(model.get_decoder().norm(hidden))
+    return torch.nn.functional.cross_entropy(logits.float(), input_ids[pairs[:, 0], pairs[:, 2]].to(logits.device))
+
+
 class CopyPairCollator:
     """A collator that also returns the batch's copy pairs (as "copy_pairs")."""
 
@@ -156,24 +170,38 @@ class CopyPairCollator:
         return batch
 
 
-def supervised_loss(model, batch: dict, weight: float, head: int | None = 0):
-    """(total loss, language-model loss, copy-attention loss, model outputs) of one batch with copy pairs."""
+def supervised_loss(model, batch: dict, weight: float, head: int | None = 0, readout: float = 0.0):
+    """(total loss, language-model loss, attention-supervision loss, model outputs) of one batch with
+    copy pairs: the copy (and, with gather pairs, gathering) attention losses times `weight`, plus the
+    readout loss times `readout`."""
     batch = dict(batch)
     pairs, quads = batch.pop("copy_pairs"), batch.pop("gather_pairs", None)
-    out = model(**batch, output_attentions=weight > 0)
-    copy = copy_attention_loss(out.attentions, pairs, head) if weight > 0 else out.loss * 0.0
-    if weight > 0 and quads is not None:
-        copy = copy + gather_attention_loss(out.attentions, quads)
-    return out.loss + weight * copy, out.loss, copy, out
+    captured: dict = {}
+    hook = model.get_decoder().layers[-1].self_attn.register_forward_hook(
+        lambda module, inputs, output: captured.__setitem__("out", output[0])) if readout > 0 else None
+    try:
+        out = model(**batch, output_attentions=weight > 0)
+    finally:
+        if hook is not None:
+            hook.remove()
+    extra = out.loss * 0.0
+    if weight > 0:
+        extra = copy_attention_loss(out.attentions, pairs, head)
+        if quads is not None:
+            extra = extra + gather_attention_loss(out.attentions, quads)
+        extra = weight * extra
+    if readout > 0:
+        extra = extra + readout * readout_loss(model, captured["out"], pairs, batch["input_ids"])
+    return out.loss + extra, out.loss, extra, out
 
 
-def copy_supervised(trainer_class, weight: float, head: int | None):
+def copy_supervised(trainer_class, weight: float, head: int | None, readout: float = 0.0):
     """A subclass of a transformers Trainer class whose loss adds the copy-attention loss (the batches
     come from CopyPairCollator); both parts are logged."""
 
     class CopySupervisedTrainer(trainer_class):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            total, lm_loss, copy, out = supervised_loss(model, inputs, weight, head)
+            total, lm_loss, copy, out = supervised_loss(model, inputs, weight, head, readout)
             self._parts = getattr(self, "_parts", []) + [(lm_loss.item(), copy.item())]
             return (total, out) if return_outputs else total
 
