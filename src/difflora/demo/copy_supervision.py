@@ -8,12 +8,15 @@ chosen at random (loss ln(needles) on the first digit; docs/demo-base-model.md r
 thirty such runs). The match circuit gets no gradient until attention already prefers the right
 needle, so nothing starts it.
 
-The base recipe therefore adds a second loss: one head of the last layer is told, at every
+The base recipe therefore adds three losses. Copy: the heads of the last layer are told, at every
 answered digit, which context position holds that digit of the right value (cross-entropy of
-its attention row against that position). That gradient reaches the query and key projections
-directly, so the key comparison is learned from the first steps. The pairs are found in the
-batch itself: an answered run of digits is a copy of the same digits earlier in the row.
-The finished model is an ordinary Llama checkpoint; the supervision only shapes pretraining.
+their attention rows against that position). Gather: two first-layer heads are told to look at the
+key's words, at every needle value and at every answer, so that both sides carry the key. Readout:
+the last layer's attention output alone must name the digit its heads look at, so the model reads
+them. The gradients reach the projections directly, so the key comparison is learned within a few
+hundred steps. The pairs are found in the batch itself: an answered run of digits is a copy of the
+same digits earlier in the row. The finished model is an ordinary Llama checkpoint; the supervision
+only shapes pretraining.
 """
 
 from __future__ import annotations
@@ -80,9 +83,8 @@ def unambiguous(input_ids: torch.Tensor, pairs: torch.Tensor, digits: set[int], 
     keys: dict[int, dict[tuple, int]] = {}
     for row, ids in enumerate(rows):
         counts: dict[tuple, int] = {}
-        for p in range(6, len(ids)):
-            if ids[p] in digits and _is_needle_start(ids, p, marks):
-                counts[tuple(ids[p - 6:p - 3])] = counts.get(tuple(ids[p - 6:p - 3]), 0) + 1
+        for p in needle_starts(ids, digits, marks):
+            counts[tuple(ids[p - 6:p - 3])] = counts.get(tuple(ids[p - 6:p - 3]), 0) + 1
         keys[row] = counts
     keep = []
     for row, query, source in pairs.tolist():
@@ -100,9 +102,7 @@ def gather_pairs(input_ids: torch.Tensor, copies: torch.Tensor, digits: set[int]
     quads: list[tuple[int, int, int, int]] = []
     rows = input_ids.tolist()
     for row, ids in enumerate(rows):
-        for p in range(6, len(ids)):
-            if ids[p] in digits and _is_needle_start(ids, p, marks):
-                quads += [(row, p, p - 4, 0), (row, p, p - 6, 1)]
+        quads += [q for p in needle_starts(ids, digits, marks) for q in ((row, p, p - 4, 0), (row, p, p - 6, 1))]
     for row, q, source in copies.tolist():
         ids = rows[row]
         if source < 6 or not _is_needle_start(ids, source, marks) or ids[q + 1] != ids[source] or \
@@ -114,6 +114,11 @@ def gather_pairs(input_ids: torch.Tensor, copies: torch.Tensor, digits: set[int]
                 quads += [(row, q, o + 2, 0), (row, q, o, 1)]
                 break
     return torch.tensor(quads, dtype=torch.long).reshape(-1, 4)
+
+
+def needle_starts(ids: list[int], digits: set[int], marks: dict[str, int]) -> list[int]:
+    """Positions of the first digit of every needle value in a row ("... amber-apple is: 1...")."""
+    return [p for p in range(6, len(ids)) if ids[p] in digits and _is_needle_start(ids, p, marks)]
 
 
 def _is_needle_start(ids: list[int], p: int, marks: dict[str, int]) -> bool:
