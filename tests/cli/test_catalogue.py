@@ -146,6 +146,7 @@ CASES = [
     (DEMO + " --lengths 16", 1, "--lengths must be an integer of at least 64 tokens, got 16"),
     (DEMO + " --models lora-9", 1, "unknown demo model 'lora-9'"),
     (DEMO + " --tasks speed", 1, "unknown demo task 'speed'"),
+    (DEMO + " --needles mk4", 1, "unknown needle task 'mk4'"),
     (DEMO + " --config missing.yaml", 1, "--config 'missing.yaml' does not exist"),
     ("demo --quick --out afile --threads 1", 1, "--out 'afile' is an existing file"),
     # --- the command itself ------------------------------------------------------------------------------

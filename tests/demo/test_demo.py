@@ -175,3 +175,13 @@ def test_diffora_models_train_the_selection_from_its_search_weights(runs):
             assert 0 < _count_parameters(str(out / "adapters" / name)) <= _count_parameters(str(out / "adapters" / "lora-8"))
         else:
             assert len(run["method"]["layers_to_transform"]) == 1  # half of the quick base's 2 layers
+
+
+def test_default_plan_measures_each_needle_cell_on_100_samples():
+    """The default demo scores 100 samples per (model, needle task, length): enough for the paired
+    bootstrap to resolve a 0.1 difference; the real-model plan and the smoke run keep all three tasks."""
+    from difflora.demo.plan import NIH_TASKS, DemoPlan, quick_plan
+
+    plan = DemoPlan()
+    assert plan.nih_samples >= 100 and plan.nih_tasks == ("mk2",) and plan.nih_lengths == (256, 512, 1024)
+    assert quick_plan().nih_tasks == NIH_TASKS

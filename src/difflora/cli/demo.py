@@ -13,11 +13,11 @@ from .options import kind
 
 
 def register(subparsers) -> None:
-    from ..demo.plan import ALL_MODELS, ALL_TASKS
+    from ..demo.plan import ALL_MODELS, ALL_TASKS, NIH_TASKS
 
     demo = subparsers.add_parser(
         "demo", help="base model vs LoRA vs every DiffLoRA variant: trained and measured the same way, on a CPU",
-        description="Pretrains (once, cached) a small default base model, fine-tunes LoRA and every DiffLoRA variant "
+        description="Loads the small default base model shipped with the package (other recipes are pretrained once and cached), fine-tunes LoRA and every DiffLoRA variant "
                     "on the same generated instruction data, evaluates them all and writes OUT/report.md and "
                     "report.html. Rerun the same command to resume an interrupted run.")
     demo.add_argument("--quick", action="store_true", help="a smoke run of a minute or two (tiny base, few steps)")
@@ -29,8 +29,10 @@ def register(subparsers) -> None:
                       help=f"evaluations (default all: {' '.join(ALL_TASKS)})")
     demo.add_argument("--lengths", nargs="+", type=kind(Whole(minimum=64, unit="tokens")), metavar="N",
                       help="needle-in-a-haystack context lengths in tokens (default: 256 512 1024; --quick: 256 320 384)")
+    demo.add_argument("--needles", nargs="+", metavar="TASK", type=kind(Choice(NIH_TASKS, what="needle task")),
+                      help=f"needle-in-a-haystack tasks (default: mk2; all: {' '.join(NIH_TASKS)})")
     demo.add_argument("--samples", type=kind(Whole(minimum=1)),
-                      help="samples per needle length and per ICL shot count (default: 24; --quick: 2)")
+                      help="samples per needle length and per ICL shot count (default: 100; --quick: 2)")
     demo.add_argument("--config", type=kind(InputFile()),
                       help="a training config (e.g. configs/paper/difflora-64.yaml): its base model, data and training "
                            "settings replace the embedded default (a GPU run; default: none, the embedded base model)")
@@ -52,7 +54,7 @@ def _demo(args) -> int:
         plan = plan_from_config(args.config, plan)
     changes = {"models": args.models and tuple(args.models), "tasks": args.tasks and tuple(args.tasks),
                "nih_lengths": args.lengths and tuple(sorted(args.lengths)), "nih_samples": args.samples,
-               "icl_samples": args.samples}
+               "icl_samples": args.samples, "nih_tasks": args.needles and tuple(args.needles)}
     plan = dataclasses.replace(plan, **{k: v for k, v in changes.items() if v})
     started = time.time()
     command = "difflora " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] else None

@@ -17,6 +17,7 @@ from ..evaluation.paper import FINDINGS
 from ..evaluation.plots import grouped_bars, plt, save_figure
 from ..evaluation.tasks import TASKS
 from ..train.trainer import lambda_series
+from .base_model import default_base_path
 from .compare import findings
 from .evaluate import LOSS, gather
 from .plan import DIFFORA_MODELS, DemoPlan
@@ -77,9 +78,9 @@ def _what_was_run(report: Report, plan: DemoPlan, base_path: str, adapters: dict
              f"vocabulary {config.get('vocab_size')}, {params:,} parameters")
     if recipe:
         report.text(f"Base model: the project's default Llama-architecture model ({shape}), pretrained by the project "
-                    f"for {recipe['steps']} steps of {recipe['batch_size']} x {recipe['seq_len']} tokens on its generated "
+                    f"for {recipe['steps']} steps of {_batch_shape(recipe)} on its generated "
                     f"corpus (RULER-format retrieval conversations, in-context classification, short answers, prose; "
-                    f"{recipe['documents']} documents), cached at {base_path} (pretraining took "
+                    f"{recipe['documents']} documents), {_where(base_path)} (pretraining took "
                     f"{recipe.get('build_seconds', '?')} s when it was built).")
     else:
         report.text(f"Base model: {base_path} ({shape}).")
@@ -312,6 +313,18 @@ def _read_json(path: str):
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def _where(base_path: str) -> str:
+    shipped = os.path.realpath(base_path) == os.path.realpath(default_base_path(verify=False))
+    return f"shipped with the package at {base_path}" if shipped else f"cached at {base_path}"
+
+
+def _batch_shape(recipe: dict) -> str:
+    """A recipe's batch in words: rows x block length, or whole documents when seq_len is 0."""
+    if recipe.get("seq_len"):
+        return f"{recipe['batch_size']} x {recipe['seq_len']} tokens"
+    return f"{recipe['batch_size']} documents (one per row)"
 
 
 def _count_parameters(folder: str) -> int:
