@@ -158,3 +158,56 @@ def test_readout_loss_scores_the_last_attention_output_on_the_digit_looked_at(to
 def test_needle_marks_refuse_a_tokenizer_that_splits_key_words(tiny_tokenizer):
     with pytest.raises(ValueError, match="one token per key word"):
         needle_marks(tiny_tokenizer)
+
+
+def test_icl_pairs_copy_from_same_class_demonstrations_and_gather_each_sentence(tokenizer):
+    import re
+
+    from difflora.demo.copy_supervision import ICL_GATHER_HEADS, icl_pairs, label_marks
+    from difflora.demo.corpus import icl_conversation
+    from difflora.evaluation import icl
+
+    rng, examples = random.Random(5), icl.load_examples()
+    convs = [icl_conversation(rng, examples, 12) for _ in range(6)]
+    rows = [tokenize_document({"messages": c}, tokenizer, 4096, "values") for c in convs]
+    b = ChatCollator(tokenizer.pad_token_id)(rows)
+    pairs, quads = icl_pairs(b["input_ids"], b["labels"], digit_token_ids(tokenizer), label_marks(tokenizer))
+    for row, conv in enumerate(convs):
+        prompt, answer = conv[0]["content"], conv[1]["content"].split()[-1]
+        demos = re.findall(r"\nlabel: (\d)", prompt)
+        mine = [p for p in pairs.tolist() if p[0] == row]
+        assert len(mine) == demos.count(answer)  # one pair per demonstration of the answer's class
+        for _, query, source in mine:
+            assert tokenizer.decode(b["input_ids"][row, source]) == answer and b["labels"][row, source] == -100
+            assert b["labels"][row, query + 1] != -100  # the query predicts the answered id
+        # one gathering position per demonstration and one for the test sentence, on every ICL head
+        gathered = {}
+        for _, at, word, head in (q for q in quads.tolist() if q[0] == row):
+            assert head in ICL_GATHER_HEADS
+            gathered.setdefault(at, set()).add(word)
+        assert len(gathered) == len(demos) + 1
+        sentences = [s.split("\nlabel:")[0] for s in prompt.split("\n\n")[1:]]  # demos, then the test text
+        texts = [tokenizer.decode(b["input_ids"][row, sorted(words)]).strip() for _, words in sorted(gathered.items())]
+        assert texts == [s.strip().rstrip(".") for s in sentences]
+
+
+def test_icl_gathering_can_skip_the_words_every_class_uses(tokenizer):
+    from difflora.demo.copy_supervision import icl_pairs, label_marks
+    from difflora.demo.corpus import icl_conversation
+    from difflora.evaluation import icl
+
+    examples = icl.load_examples()
+    marks = label_marks(tokenizer, examples)
+    the = tokenizer(" the", add_special_tokens=False)["input_ids"]
+    assert len(the) == 1 and the[0] in marks["common"]  # " the" is in every class's texts
+    by_class = {}
+    for row in examples:
+        by_class.setdefault(row["label"], set()).update(tokenizer(row["text"], add_special_tokens=False)["input_ids"])
+    for token in marks["common"]:  # each skipped word is in the texts of most classes
+        assert sum(token in words for words in by_class.values()) > len(by_class) / 2
+    rows = [tokenize_document({"messages": icl_conversation(random.Random(s), examples, 12)}, tokenizer, 4096, "values")
+            for s in range(4)]
+    b = ChatCollator(tokenizer.pad_token_id)(rows)
+    _, quads = icl_pairs(b["input_ids"], b["labels"], digit_token_ids(tokenizer), marks)
+    gathered = {b["input_ids"][r, w].item() for r, _, w, _ in quads.tolist()}
+    assert gathered and not gathered & marks["common"]

@@ -126,6 +126,66 @@ def _is_needle_start(ids: list[int], p: int, marks: dict[str, int]) -> bool:
             and ids[p - 5] == marks["hyphen"])
 
 
+ICL_GATHER_HEADS = (2, 3)  # first-layer heads left free by the key gathering (heads 0 and 1)
+
+
+def label_marks(tokenizer, examples: list[dict] | None = None) -> dict:
+    """Ids of the tokens around an in-context-classification label (".", line break, "label", ":",
+    " " before the class id; evaluation/icl.py's "{text}\nlabel: {id}") and the special tokens; with
+    `examples` ({text, label} rows) also the words that say nothing of the class ("common": tokens in
+    the texts of more than half the classes, such as "the"), which the gathering heads then skip."""
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer(".\nlabel: 4", add_special_tokens=False)["input_ids"])
+    if len(pieces) != 6 or pieces[-1] != "4":
+        raise ValueError(f"the tokenizer splits an ICL label line as {pieces}: ICL supervision needs one token each")
+    ids = tokenizer.convert_tokens_to_ids(pieces)
+    classes: dict[int, set] = {}
+    for row in examples or []:
+        for token in tokenizer(row["text"], add_special_tokens=False)["input_ids"]:
+            classes.setdefault(token, set()).add(row["label"])
+    n_classes = len({row["label"] for row in examples or []})
+    return {"period": ids[0], "newline": ids[1], "label": ids[2], "colon": ids[3], "space": ids[4],
+            "special": set(tokenizer.all_special_ids),
+            "common": {t for t, seen in classes.items() if len(seen) > n_classes / 2}}
+
+
+def icl_pairs(input_ids: torch.Tensor, labels: torch.Tensor, digits: set[int], marks: dict,
+              heads: tuple[int, ...] = ICL_GATHER_HEADS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(copy pairs, gather quads) of in-context classification. A learned class id ("label: 3" in the
+    answer) is copied from the ids of the demonstrations of the same class: its query (the position
+    predicting it) points at each of them. The first layer's `heads` gather a sentence's words at its
+    label (every demonstration's, and the answer's query for the test sentence), so that both sides
+    of the comparison carry the sentence's topic, as the key words do for a needle."""
+    triples: list[tuple[int, int, int]] = []
+    quads: list[tuple[int, int, int, int]] = []
+    for row, (ids, labs) in enumerate(zip(input_ids.tolist(), labels.tolist())):
+        ends = [p for p in range(3, len(ids)) if ids[p] in digits and ids[p - 1] == marks["space"]
+                and ids[p - 2] == marks["colon"] and ids[p - 3] == marks["label"]]
+        demos = [p for p in ends if labs[p] == -100]
+        for p in ends:
+            answered = labs[p] != -100
+            if answered:
+                triples += [(row, p - 1, s) for s in demos if s < p and ids[s] == ids[p]]
+            at = p - 1 if answered else p
+            quads += [(row, at, w, h) for w in _sentence_before(ids, p - 3, marks) for h in heads]
+    return (torch.tensor(triples, dtype=torch.long).reshape(-1, 3),
+            torch.tensor(quads, dtype=torch.long).reshape(-1, 4))
+
+
+def _sentence_before(ids: list[int], label: int, marks: dict, longest: int = 32) -> list[int]:
+    """Positions of the words of the sentence a "label" token at `label` closes (back to the line
+    break before it, skipping the line breaks, special tokens and full stop after it, and the
+    class-neutral words when `marks` has them)."""
+    j = label - 1
+    while j >= 0 and (ids[j] == marks["newline"] or ids[j] in marks["special"] or ids[j] == marks["period"]):
+        j -= 1
+    words = []
+    while j >= 0 and ids[j] != marks["newline"] and ids[j] not in marks["special"] and len(words) < longest:
+        if ids[j] not in marks.get("common", ()):
+            words.append(j)
+        j -= 1
+    return words[::-1]
+
+
 def gather_attention_loss(attentions: tuple[torch.Tensor, ...], quads: torch.Tensor) -> torch.Tensor:
     """Mean negative log attention weight of the first layer's heads on their gathering targets."""
     if quads.numel() == 0:
@@ -163,8 +223,8 @@ def readout_loss(model, attention_output: torch.Tensor, pairs: torch.Tensor, inp
 class CopyPairCollator:
     """A collator that also returns the batch's copy pairs (as "copy_pairs")."""
 
-    def __init__(self, collator, digits: set[int], marks: dict[str, int] | None = None):
-        self.collator, self.digits, self.marks = collator, digits, marks
+    def __init__(self, collator, digits: set[int], marks: dict[str, int] | None = None, icl_marks: dict | None = None):
+        self.collator, self.digits, self.marks, self.icl_marks = collator, digits, marks, icl_marks
 
     def __call__(self, features: list[dict]) -> dict:
         batch = self.collator(features)
@@ -172,6 +232,10 @@ class CopyPairCollator:
         if self.marks:
             batch["gather_pairs"] = gather_pairs(batch["input_ids"], batch["copy_pairs"], self.digits, self.marks)
             batch["copy_pairs"] = unambiguous(batch["input_ids"], batch["copy_pairs"], self.digits, self.marks)
+        if self.icl_marks:
+            pairs, quads = icl_pairs(batch["input_ids"], batch["labels"], self.digits, self.icl_marks)
+            batch["copy_pairs"] = torch.cat([batch["copy_pairs"], pairs])
+            batch["gather_pairs"] = torch.cat([batch.get("gather_pairs", quads[:0]), quads])
         return batch
 
 
