@@ -180,7 +180,7 @@ def _sentence_before(ids: list[int], label: int, marks: dict, longest: int = 32)
         j -= 1
     words = []
     while j >= 0 and ids[j] != marks["newline"] and ids[j] not in marks["special"] and len(words) < longest:
-        if ids[j] not in marks.get("common", ()):
+        if ids[j] not in marks["common"]:
             words.append(j)
         j -= 1
     return words[::-1]
