@@ -9,8 +9,14 @@ same-class demonstrations, and first-layer heads 2 and 3 gather each sentence's 
 Every --every steps it prints the mean language-model and supervision losses, many-shot ICL accuracy
 (the evaluation suite's task; 8, 16 and 24 shots) and greedy MK-2 (so that a loss of retrieval shows).
 
+The targets can be narrowed to exact word matches (--overlap), sentences keyed like needles by their
+first and last word (--ends, with --gather-heads 0 1: the needle key-gathering heads), and the corpus
+can add topical paragraphs and ICL labelled with topic names (--topic-prose, --named-icl).
+
     python benchmarks/icl_supervision_probe.py --steps 400 --out /work/base-build/icl1
     python benchmarks/icl_supervision_probe.py --icl-share 0.8 --lr 1e-3 --steps 600 --threads 2
+    python benchmarks/icl_supervision_probe.py --steps 400 --icl-share 0.5 --overlap --ends --content-words \
+        --gather-heads 0 1 --threads 2 --out /work/base-build/icl6
 
 docs/demo-base-model.md records the runs.
 """
@@ -39,6 +45,7 @@ from difflora.demo.copy_supervision import (  # noqa: E402
     supervised_loss,
 )
 from difflora.demo.corpus import pretraining_documents  # noqa: E402
+from difflora.demo.icl_finish import IclFinish, optimizer_and_schedule  # noqa: E402
 from difflora.evaluation import icl, run_nih  # noqa: E402
 from difflora.evaluation.tasks import many_shot_icl  # noqa: E402
 from difflora.train.chat_data import ChatCollator  # noqa: E402
@@ -52,8 +59,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-4, help="peak rate (20 warm-up steps, then constant)")
     p.add_argument("--icl-share", type=float, default=0.5, help="share of ICL conversations (the rest: retrieval)")
+    p.add_argument("--topic-prose", type=float, default=0.0,
+                   help="share of topical paragraphs (ICL sentences of one topic, learned on every token)")
+    p.add_argument("--named-icl", type=float, default=0.0,
+                   help="share of ICL conversations labelled with the topic names")
     p.add_argument("--content-words", action="store_true",
                    help="gather only the words that tell classes apart (skip those in most classes' texts)")
+    p.add_argument("--overlap", action="store_true",
+                   help="copy only from same-class demonstrations that share a word with the test sentence")
+    p.add_argument("--ends", action="store_true",
+                   help="key a sentence like a needle: its first word (second gather head) and last word (first head)")
+    p.add_argument("--gather-heads", type=int, nargs="+", default=[2, 3],
+                   help="first-layer heads that gather each sentence (0 1: the needle key-gathering heads)")
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=4242)
@@ -61,8 +78,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def training_rows(args, tokenizer) -> list[dict]:
-    """The recipe's corpus with ICL at --icl-share and retrieval for the rest (no short answers, no prose)."""
-    mix = dataclasses.replace(BaseRecipe().mix, retrieval=1 - args.icl_share, icl=args.icl_share, short_answer=0.0)
+    """The recipe's corpus with ICL at --icl-share, topical paragraphs and named ICL at theirs and
+    retrieval for the rest (no short answers, no prose)."""
+    retrieval = 1 - args.icl_share - args.topic_prose - args.named_icl
+    mix = dataclasses.replace(BaseRecipe().mix, retrieval=retrieval, icl=args.icl_share, short_answer=0.0,
+                              topic_prose=args.topic_prose, named_icl=args.named_icl)
     docs = pretraining_documents(args.steps * args.batch, args.seed, mix)
     return [tokenize_document(d, tokenizer, 4096, "values") for d in docs]
 
@@ -88,9 +108,9 @@ def main() -> None:
     rows = training_rows(args, tokenizer)
     collate = CopyPairCollator(ChatCollator(tokenizer.pad_token_id), digit_token_ids(tokenizer),
                                needle_marks(tokenizer),
-                               label_marks(tokenizer, icl.load_examples() if args.content_words else None))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20))
+                               label_marks(tokenizer, icl.load_examples() if args.content_words else None),
+                               tuple(args.gather_heads), args.overlap, args.ends)
+    optimizer, schedule = optimizer_and_schedule(model, IclFinish(learning_rate=args.lr))  # the recipe's phase
     started, losses = time.time(), []
     model.train()
     for step in range(1, args.steps + 1):
@@ -107,6 +127,9 @@ def main() -> None:
             print(json.dumps({"step": step, "lm": lm_mean, "supervision": sup_mean, **probe(model, tokenizer),
                               "seconds": round(time.time() - started)}), flush=True)
             losses = []
+            if args.out and step > 1:  # the schedule is constant after warm-up: a shorter run is this run cut
+                model.save_pretrained(os.path.join(args.out, f"step-{step}"))
+                tokenizer.save_pretrained(os.path.join(args.out, f"step-{step}"))
     if args.out:
         model.save_pretrained(args.out)
         tokenizer.save_pretrained(args.out)

@@ -211,3 +211,119 @@ def test_icl_gathering_can_skip_the_words_every_class_uses(tokenizer):
     _, quads = icl_pairs(b["input_ids"], b["labels"], digit_token_ids(tokenizer), marks)
     gathered = {b["input_ids"][r, w].item() for r, _, w, _ in quads.tolist()}
     assert gathered and not gathered & marks["common"]
+
+
+def _icl_batch(tokenizer, seeds=range(6), shots=12):
+    from difflora.demo.corpus import icl_conversation
+    from difflora.evaluation import icl
+
+    examples = icl.load_examples()
+    convs = [icl_conversation(random.Random(s), examples, shots) for s in seeds]
+    rows = [tokenize_document({"messages": c}, tokenizer, 4096, "values") for c in convs]
+    return convs, ChatCollator(tokenizer.pad_token_id)(rows), examples
+
+
+def _sentence_words(tokenizer, text, common):
+    return [t for t in tokenizer(text.strip(), add_special_tokens=False)["input_ids"] if t not in common]
+
+
+def test_icl_overlap_targets_are_the_same_class_demonstrations_sharing_a_word(tokenizer):
+    from difflora.demo.copy_supervision import icl_pairs, label_marks
+
+    convs, b, examples = _icl_batch(tokenizer, range(8), 24)
+    marks = label_marks(tokenizer, examples)
+    pairs, _ = icl_pairs(b["input_ids"], b["labels"], digit_token_ids(tokenizer), marks, overlap=True)
+    expected = 0
+    for conv in convs:
+        blocks = conv[0]["content"].split("\n\n")[1:]
+        answer = conv[1]["content"].split()[-1]
+        test = set(_sentence_words(tokenizer, blocks[-1], marks["common"]))
+        for demo in blocks[:-1]:
+            text, label = demo.split("\nlabel: ")
+            expected += label == answer and bool(test & set(_sentence_words(tokenizer, text, marks["common"])))
+    assert 0 < len(pairs) == expected  # fewer than the same-class pairs, and exactly the sharing ones
+    everything, _ = icl_pairs(b["input_ids"], b["labels"], digit_token_ids(tokenizer), marks)
+    assert len(pairs) < len(everything)
+
+
+def test_icl_ends_gathers_each_sentence_first_and_last_word_like_a_needle_key(tokenizer):
+    from difflora.demo.copy_supervision import icl_pairs, label_marks
+
+    convs, b, examples = _icl_batch(tokenizer, range(3), 6)
+    marks = label_marks(tokenizer, examples)
+    pairs, quads = icl_pairs(b["input_ids"], b["labels"], digit_token_ids(tokenizer), marks, heads=(0, 1),
+                             overlap=True, ends=True)
+    for row, conv in enumerate(convs):
+        sentences = [block.split("\nlabel: ")[0] for block in conv[0]["content"].split("\n\n")[1:]]
+        mine = [q for q in quads.tolist() if q[0] == row]
+        assert len(mine) == 2 * len(sentences)  # one first word (head 1) and one last word (head 0) each
+        for sentence, (first, last) in zip(sentences, zip(mine[::2], mine[1::2])):
+            words = _sentence_words(tokenizer, sentence, marks["common"])
+            assert (first[3], b["input_ids"][row, first[2]].item()) == (1, words[0])
+            assert (last[3], b["input_ids"][row, last[2]].item()) == (0, words[-1])
+
+
+def test_topical_documents_keep_to_one_topic_and_name_it_in_the_evaluation_format():
+    from difflora.demo.corpus import CorpusMix, named_icl_conversation, pretraining_documents, topic_paragraph
+    from difflora.evaluation import icl
+
+    examples = icl.load_examples()
+    topic_of = {row["text"]: row["label"] for row in examples}
+    rng = random.Random(0)
+    for _ in range(20):
+        paragraph = topic_paragraph(rng, examples, 5)
+        sentences = [s + "." for s in paragraph.rstrip(".").split(". ")]
+        assert len(sentences) == 5 and len({topic_of[s] for s in sentences}) == 1
+        user, assistant = named_icl_conversation(rng, examples, 12)
+        blocks = user["content"].split("\n\n")
+        assert blocks[0] == icl.INSTRUCTION + " " and 2 <= len(blocks) - 2 <= 12
+        for demo in blocks[1:-1]:
+            text, name = demo.split("\nlabel: ")
+            assert topic_of[text] == name  # labelled with its own topic's name
+        assert assistant["content"] == f"label: {topic_of[blocks[-1]]}"
+    mixed = pretraining_documents(300, 3, CorpusMix(retrieval=0.0, icl=0.0, short_answer=0.0, topic_prose=0.5,
+                                                   named_icl=0.5))
+    named = [d for d in mixed if isinstance(d, dict)]
+    assert 100 < len(named) < 200 and all(d["messages"][1]["content"].split()[-1] in set(topic_of.values())
+                                           for d in named)
+
+
+def test_icl_copy_pairs_are_averaged_apart_from_the_needles(tokenizer):
+    """A needle answer brings dozens of copy pairs and an ICL answer a few: the collator keeps ICL's
+    apart and the loss adds their own means, so that ICL is not a few percent of the copy loss."""
+    from difflora.demo.copy_supervision import icl_pairs, label_marks
+    from difflora.demo.corpus import icl_conversation
+    from difflora.evaluation import icl
+    from difflora.loading import tiny_model
+
+    examples = icl.load_examples()
+    rng = random.Random(4)
+    docs = [retrieval_document(rng, 6, 4, ("mk2:needles",)) for _ in range(3)]
+    docs += [{"messages": icl_conversation(rng, examples, 12)} for _ in range(3)]
+    rows = [tokenize_document(d, tokenizer, 4096, "values") for d in docs]
+    marks = label_marks(tokenizer)
+    collate = CopyPairCollator(ChatCollator(tokenizer.pad_token_id), digit_token_ids(tokenizer),
+                               needle_marks(tokenizer), marks)
+    b = collate(rows)
+    expected, _ = icl_pairs(b["input_ids"], b["labels"], digit_token_ids(tokenizer), marks)
+    assert len(b["icl_pairs"]) > 0 and torch.equal(b["icl_pairs"], expected)
+    needles = {tuple(p) for p in b["copy_pairs"].tolist()}
+    assert needles and not needles & {tuple(p) for p in expected.tolist()}  # kept apart
+    torch.manual_seed(0)
+    model = tiny_model("llama", vocab_size=len(tokenizer), hidden_size=64, layers=2)
+    model.config._attn_implementation = "eager"
+    with torch.no_grad():
+        _, _, total, out = supervised_loss(model, b, weight=1.0, head=None)
+        parts = (copy_attention_loss(out.attentions, b["copy_pairs"], None)
+                 + gather_attention_loss(out.attentions, b["gather_pairs"])
+                 + copy_attention_loss(out.attentions, b["icl_pairs"], None))
+    assert torch.isclose(total, parts)
+    captured = {}
+    hook = model.model.layers[-1].self_attn.register_forward_hook(lambda m, i, o: captured.__setitem__("out", o[0]))
+    with torch.no_grad():
+        model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+        hook.remove()
+        _, _, readout, _ = supervised_loss(model, b, weight=0.0, readout=1.0)
+        ids = b["input_ids"]
+        both = readout_loss(model, captured["out"], b["copy_pairs"], ids) + readout_loss(model, captured["out"], b["icl_pairs"], ids)
+    assert torch.isclose(readout, both, rtol=1e-4)

@@ -25,11 +25,12 @@ from importlib import resources
 
 from ..errors import UserError
 from .corpus import CorpusMix
+from .icl_finish import IclFinish
 from .state import fingerprint
 
 # Bump when the code that makes the base changes what it makes (the corpus generators, the packing,
 # the tokenizer training), so that every cached base made by older code is rebuilt.
-RECIPE_VERSION = 8
+RECIPE_VERSION = 9
 
 
 # the needle kinds of the default base's retrieval documents: MK-2 on distractor needles, the bar it must
@@ -74,6 +75,8 @@ class BaseRecipe:
     mix: CorpusMix = field(default_factory=lambda: CorpusMix(
         retrieval=0.88, icl=0.08, short_answer=0.03, max_needles=26, questions=4, max_shots=24,
         retrieval_kinds=BASE_KINDS))
+    icl_finish: IclFinish = IclFinish(steps=600)  # a last phase on many-shot ICL (icl_finish.py): without it
+                                  # ICL is at chance (docs/demo-base-model.md, f1); steps 0: no phase
     seed: int = 0
     version: int = RECIPE_VERSION
 
@@ -88,7 +91,7 @@ class BaseRecipe:
 QUICK_RECIPE = BaseRecipe(hidden_size=64, layers=2, heads=8, kv_heads=8, intermediate_size=128, vocab_size=512,
                           compound_words=False, seq_len=256, documents=300, steps=12, batch_size=8,
                           curriculum=(), learning_rate=1e-3, warmup=0.05, schedule="cosine", copy_weight=0.0,
-                          readout_weight=0.0,
+                          readout_weight=0.0, icl_finish=IclFinish(),
                           mix=CorpusMix(max_needles=6, questions=2, max_shots=6))
 
 
@@ -246,16 +249,30 @@ def compare_with_shipped(rebuilt: str, shipped: str, samples: int = 100) -> str:
 
 
 def build_base(recipe: BaseRecipe, work_dir: str, log=print, callbacks: list | None = None) -> str:
-    """Pretrain the base model of `recipe` into work_dir/model (checkpoints in work_dir/trainer), on a
-    GPU when there is one (the recipe is the same; a CPU build takes about an hour)."""
+    """Build the base model of `recipe` into work_dir/model: pretraining (checkpoints in work_dir/trainer),
+    then the ICL finishing phase when the recipe has one (pretrained model in work_dir/pretrained,
+    checkpoints in work_dir/trainer-icl). On a GPU when there is one (the recipe is the same; a CPU
+    build takes about 80 minutes). Each phase resumes where an interruption left it."""
+    os.makedirs(work_dir, exist_ok=True)
+    claim_build_dir(recipe, work_dir)
+    if not recipe.icl_finish.steps:
+        return pretrain(recipe, work_dir, os.path.join(work_dir, "model"), log, callbacks)
+    pretrained = os.path.join(work_dir, "pretrained")
+    if not os.path.isfile(os.path.join(pretrained, "pretraining_log.json")):  # written last: pretraining is done
+        pretrain(recipe, work_dir, pretrained, log, callbacks)
+    from .icl_finish import finish_icl
+
+    return finish_icl(recipe, pretrained, work_dir, log, callbacks)
+
+
+def pretrain(recipe: BaseRecipe, work_dir: str, out: str, log=print, callbacks: list | None = None) -> str:
+    """The recipe's pretraining (checkpoints in work_dir/trainer); the model goes to `out`."""
     import torch
     from transformers import LlamaForCausalLM, Trainer, TrainingArguments, set_seed
 
     from ..train.chat_data import ChatCollator
     from .copy_supervision import CopyPairCollator, copy_supervised, digit_token_ids, needle_marks
 
-    os.makedirs(work_dir, exist_ok=True)
-    claim_build_dir(recipe, work_dir)
     set_seed(recipe.seed)
     tokenizer = recipe_tokenizer(recipe, work_dir)
     data = pretraining_dataset(recipe, tokenizer)
@@ -281,7 +298,6 @@ def build_base(recipe: BaseRecipe, work_dir: str, log=print, callbacks: list | N
     trainer = trainer_class(model=model, args=args, train_dataset=data, callbacks=callbacks, data_collator=collator)
     checkpoints = glob.glob(os.path.join(trainer_dir, "checkpoint-*"))
     trainer.train(resume_from_checkpoint=bool(checkpoints) or None)
-    out = os.path.join(work_dir, "model")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     with open(os.path.join(out, "pretraining_log.json"), "w") as f:

@@ -149,26 +149,45 @@ def label_marks(tokenizer, examples: list[dict] | None = None) -> dict:
 
 
 def icl_pairs(input_ids: torch.Tensor, labels: torch.Tensor, digits: set[int], marks: dict,
-              heads: tuple[int, ...] = ICL_GATHER_HEADS) -> tuple[torch.Tensor, torch.Tensor]:
+              heads: tuple[int, ...] = ICL_GATHER_HEADS, overlap: bool = False,
+              ends: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(copy pairs, gather quads) of in-context classification. A learned class id ("label: 3" in the
     answer) is copied from the ids of the demonstrations of the same class: its query (the position
     predicting it) points at each of them. The first layer's `heads` gather a sentence's words at its
     label (every demonstration's, and the answer's query for the test sentence), so that both sides
-    of the comparison carry the sentence's topic, as the key words do for a needle."""
+    of the comparison carry the sentence's topic, as the key words do for a needle. With `overlap`
+    the copy points only at the same-class demonstrations whose sentence shares a word with the test
+    sentence (an exact match, like a needle's key, rather than a topic the model must first know).
+    With `ends` a sentence is keyed like a needle: heads[1] looks at its first word and heads[0] at
+    its last (the subject's and the object's, "The chef ... garlic bread."), and `overlap` compares those."""
     triples: list[tuple[int, int, int]] = []
     quads: list[tuple[int, int, int, int]] = []
     for row, (ids, labs) in enumerate(zip(input_ids.tolist(), labels.tolist())):
-        ends = [p for p in range(3, len(ids)) if ids[p] in digits and ids[p - 1] == marks["space"]
-                and ids[p - 2] == marks["colon"] and ids[p - 3] == marks["label"]]
-        demos = [p for p in ends if labs[p] == -100]
-        for p in ends:
+        label_ids = [p for p in range(3, len(ids)) if ids[p] in digits and ids[p - 1] == marks["space"]
+                     and ids[p - 2] == marks["colon"] and ids[p - 3] == marks["label"]]
+        demos = [p for p in label_ids if labs[p] == -100]
+        for p in label_ids:
             answered = labs[p] != -100
             if answered:
-                triples += [(row, p - 1, s) for s in demos if s < p and ids[s] == ids[p]]
+                words = _sentence_key(ids, p - 3, marks, ends)
+                triples += [(row, p - 1, s) for s in demos if s < p and ids[s] == ids[p] and
+                            (not overlap or words & _sentence_key(ids, s - 3, marks, ends))]
             at = p - 1 if answered else p
-            quads += [(row, at, w, h) for w in _sentence_before(ids, p - 3, marks) for h in heads]
+            sentence = _sentence_before(ids, p - 3, marks)
+            if ends and sentence:
+                quads += [(row, at, sentence[0], heads[1]), (row, at, sentence[-1], heads[0])]
+            elif not ends:
+                quads += [(row, at, w, h) for w in sentence for h in heads]
     return (torch.tensor(triples, dtype=torch.long).reshape(-1, 3),
             torch.tensor(quads, dtype=torch.long).reshape(-1, 4))
+
+
+def _sentence_key(ids: list[int], label: int, marks: dict, ends: bool) -> set:
+    """What a sentence is matched on: its words, or (ends) its first and its last word."""
+    words = _sentence_before(ids, label, marks)
+    if ends:
+        return {("first", ids[words[0]]), ("last", ids[words[-1]])} if words else set()
+    return {ids[w] for w in words}
 
 
 def _sentence_before(ids: list[int], label: int, marks: dict, longest: int = 32) -> list[int]:
@@ -221,10 +240,14 @@ def readout_loss(model, attention_output: torch.Tensor, pairs: torch.Tensor, inp
 
 
 class CopyPairCollator:
-    """A collator that also returns the batch's copy pairs (as "copy_pairs")."""
+    """A collator that also returns the batch's copy pairs (as "copy_pairs"), with needle marks the
+    gathering quads ("gather_pairs", ICL's added with icl_marks) and with icl_marks ICL's copy pairs
+    ("icl_pairs")."""
 
-    def __init__(self, collator, digits: set[int], marks: dict[str, int] | None = None, icl_marks: dict | None = None):
+    def __init__(self, collator, digits: set[int], marks: dict[str, int] | None = None, icl_marks: dict | None = None,
+                 icl_heads: tuple[int, ...] = ICL_GATHER_HEADS, icl_overlap: bool = False, icl_ends: bool = False):
         self.collator, self.digits, self.marks, self.icl_marks = collator, digits, marks, icl_marks
+        self.icl_heads, self.icl_overlap, self.icl_ends = icl_heads, icl_overlap, icl_ends
 
     def __call__(self, features: list[dict]) -> dict:
         batch = self.collator(features)
@@ -233,8 +256,9 @@ class CopyPairCollator:
             batch["gather_pairs"] = gather_pairs(batch["input_ids"], batch["copy_pairs"], self.digits, self.marks)
             batch["copy_pairs"] = unambiguous(batch["input_ids"], batch["copy_pairs"], self.digits, self.marks)
         if self.icl_marks:
-            pairs, quads = icl_pairs(batch["input_ids"], batch["labels"], self.digits, self.icl_marks)
-            batch["copy_pairs"] = torch.cat([batch["copy_pairs"], pairs])
+            pairs, quads = icl_pairs(batch["input_ids"], batch["labels"], self.digits, self.icl_marks,
+                                     self.icl_heads, self.icl_overlap, self.icl_ends)
+            batch["icl_pairs"] = pairs  # averaged on their own: a needle answer has far more pairs
             batch["gather_pairs"] = torch.cat([batch.get("gather_pairs", quads[:0]), quads])
         return batch
 
@@ -242,9 +266,11 @@ class CopyPairCollator:
 def supervised_loss(model, batch: dict, weight: float, head: int | None = 0, readout: float = 0.0):
     """(total loss, language-model loss, attention-supervision loss, model outputs) of one batch with
     copy pairs: the copy (and, with gather pairs, gathering) attention losses times `weight`, plus the
-    readout loss times `readout`."""
+    readout loss times `readout`. ICL's copy pairs ("icl_pairs") add their own copy and readout losses,
+    each a mean over ICL's pairs alone: pooled with a needle batch's pairs they would be 2-6 % of them,
+    too small a share of the loss to teach the match (docs/demo-base-model.md, icl8)."""
     batch = dict(batch)
-    pairs, quads = batch.pop("copy_pairs"), batch.pop("gather_pairs", None)
+    pairs, quads, icl = batch.pop("copy_pairs"), batch.pop("gather_pairs", None), batch.pop("icl_pairs", None)
     captured: dict = {}
     hook = model.get_decoder().layers[-1].self_attn.register_forward_hook(
         lambda module, inputs, output: captured.__setitem__("out", output[0])) if readout > 0 else None
@@ -258,9 +284,13 @@ def supervised_loss(model, batch: dict, weight: float, head: int | None = 0, rea
         extra = copy_attention_loss(out.attentions, pairs, head)
         if quads is not None:
             extra = extra + gather_attention_loss(out.attentions, quads)
+        if icl is not None:
+            extra = extra + copy_attention_loss(out.attentions, icl, head)
         extra = weight * extra
     if readout > 0:
         extra = extra + readout * readout_loss(model, captured["out"], pairs, batch["input_ids"])
+        if icl is not None:
+            extra = extra + readout * readout_loss(model, captured["out"], icl, batch["input_ids"])
     return out.loss + extra, out.loss, extra, out
 
 

@@ -10,6 +10,10 @@ and answer short questions in the chat format. So the corpus is mostly conversat
   which is what makes retrieval learnable in minutes; the first question is the exact RULER prompt.
 - in-context classification (the HELMET format, few demonstrations),
 - short question answering,
+- topical paragraphs (several sentences of one ICL topic, learned on every token) and ICL
+  conversations whose labels are the topic names: the topical knowledge a real pretrained model
+  brings to in-context classification (that a chef and a curry go together), which the random-id
+  conversations alone never teach (their sentences are prompts, not learned),
 - and plain prose-like filler.
 
 Conversations are learned on their answers only (the random keys and values of the distractors are
@@ -47,6 +51,8 @@ class CorpusMix:
     recall: float = 0.0         # share of recall drills (needles stated, then restated)
     icl: float = 0.15
     short_answer: float = 0.05
+    topic_prose: float = 0.0    # topical paragraphs (sentences of one ICL topic), learned on every token
+    named_icl: float = 0.0      # ICL conversations labelled with the topic names instead of random ids
     max_needles: int = 6        # haystack units per retrieval context (needles or prose sentences)
     questions: int = 4          # questions per retrieval context (each about another fact of the context)
     max_shots: int = 12
@@ -99,6 +105,24 @@ def icl_conversation(rng: random.Random, rows: list[dict], max_shots: int) -> li
     return [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": sample.gold}]
 
 
+def named_icl_conversation(rng: random.Random, rows: list[dict], max_shots: int) -> list[dict]:
+    """An ICL conversation in the evaluation's format whose labels are the class names themselves
+    (a fixed mapping the model can learn as knowledge, unlike the per-prompt random ids)."""
+    shots = rng.randint(2, max_shots)
+    test = rng.choice(rows)
+    demos = icl.balanced_demos([r for r in rows if r is not test], shots, rng)
+    context = "\n\n".join(icl.ITEM.format(text=d["text"], label=d["label"]) for d in demos)
+    prompt = icl.INSTRUCTION + " \n\n" + context + "\n\n" + test["text"]
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": f"{icl.ANSWER_PREFIX} {test['label']}"}]
+
+
+def topic_paragraph(rng: random.Random, rows: list[dict], sentences: int) -> str:
+    """`sentences` sentences of one topic of the ICL set, in a random order."""
+    label = rng.choice(sorted({r["label"] for r in rows}))
+    pool = [r["text"] for r in rows if r["label"] == label]
+    return " ".join(rng.sample(pool, min(sentences, len(pool))))
+
+
 def short_answer_conversation(rng: random.Random) -> list[dict]:
     kind = rng.randrange(3)
     if kind == 0:
@@ -134,6 +158,10 @@ def pretraining_documents(n: int, seed: int, mix: CorpusMix = CorpusMix()) -> li
             docs.append({"messages": icl_conversation(rng, rows, mix.max_shots)})
         elif r < mix.retrieval + mix.recall + mix.icl + mix.short_answer:
             docs.append({"messages": short_answer_conversation(rng)})
+        elif r < mix.retrieval + mix.recall + mix.icl + mix.short_answer + mix.topic_prose:
+            docs.append(topic_paragraph(rng, rows, rng.randint(3, 8)))
+        elif r < mix.retrieval + mix.recall + mix.icl + mix.short_answer + mix.topic_prose + mix.named_icl:
+            docs.append({"messages": named_icl_conversation(rng, rows, mix.max_shots)})
         else:
             docs.append(prose(rng, rng.randint(4, 16)))
     return docs

@@ -1,0 +1,122 @@
+"""The base recipe's ICL finishing phase: it continues the pretrained model, resumes, runs after
+pretraining exactly once, and is the same training as the probe's plain loop that made the shipped base."""
+
+import dataclasses
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from difflora.demo import base_model, default_base_path
+from difflora.demo.base_model import BaseRecipe, tokenize_document
+from difflora.demo.copy_supervision import supervised_loss
+from difflora.demo.icl_finish import (
+    IclFinish,
+    finish_icl,
+    finishing_documents,
+    icl_collator,
+    optimizer_and_schedule,
+)
+
+TINY = IclFinish(steps=2, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return default_base_path()
+
+
+def _recipe(phase=TINY):
+    return dataclasses.replace(BaseRecipe(), icl_finish=phase)
+
+
+def _weights(path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path).state_dict()
+
+
+def test_a_shorter_phase_is_the_start_of_a_longer_one():
+    mix = BaseRecipe().mix
+    long = finishing_documents(mix, dataclasses.replace(TINY, steps=5))
+    assert finishing_documents(mix, TINY) == long[:4] and len(long) == 10
+    icl = [d for d in long if "label:" in d["messages"][-1]["content"]]
+    assert 0 < len(icl) < len(long)  # ICL and retrieval conversations
+    model = torch.nn.Linear(2, 2)
+    optimizer, schedule = optimizer_and_schedule(model, IclFinish(learning_rate=1e-3, warmup_steps=4))
+    rates = []
+    for _ in range(8):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4] + [1e-3] * 5)  # warm-up, then constant
+
+
+def test_finishing_continues_the_pretrained_model_and_appends_its_log(shipped, tmp_path):
+    out = finish_icl(_recipe(), shipped, str(tmp_path))
+    assert out == str(tmp_path / "model")
+    before, after = _weights(shipped), _weights(out)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    with open(os.path.join(shipped, "pretraining_log.json")) as f:
+        pretraining = json.load(f)
+    with open(os.path.join(out, "pretraining_log.json")) as f:
+        history = json.load(f)
+    assert history[:len(pretraining)] == pretraining
+    added = history[len(pretraining):]
+    assert added and all(e["phase"] == "icl_finish" and e["step"] > BaseRecipe().steps for e in added)
+    assert os.path.isdir(tmp_path / "trainer-icl" / "checkpoint-2")
+
+
+def test_the_phase_equals_the_probes_plain_loop(shipped, tmp_path):
+    """benchmarks/icl_supervision_probe.py's loop made the shipped finish; the recipe runs it through
+    a Trainer (checkpoints, resumption). Same documents, collator, optimizer and loss: same weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    ours = _weights(finish_icl(_recipe(), shipped, str(tmp_path)))
+    tokenizer = AutoTokenizer.from_pretrained(shipped)
+    model = AutoModelForCausalLM.from_pretrained(shipped, dtype=torch.float32, attn_implementation="eager")
+    rows = [tokenize_document(d, tokenizer, 4096, "values") for d in finishing_documents(BaseRecipe().mix, TINY)]
+    collate = icl_collator(tokenizer, TINY.gather_heads)
+    optimizer, schedule = optimizer_and_schedule(model, TINY)
+    model.train()
+    for step in range(TINY.steps):
+        total, *_ = supervised_loss(model, collate(rows[step * 2:(step + 1) * 2]), 1.0, None, 1.0)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+    theirs = model.state_dict()
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) < 1e-6
+
+
+def test_build_pretrains_once_then_finishes_and_resumes_the_finish(shipped, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_pretrain(recipe, work_dir, out, log=print, callbacks=None):  # the shipped model stands in
+        calls.append(out)
+        shutil.copytree(shipped, out)
+        return out
+
+    monkeypatch.setattr(base_model, "pretrain", fake_pretrain)
+    work = str(tmp_path / "build")
+    out = base_model.build_base(_recipe(), work, log=lambda *_: None)
+    assert calls == [os.path.join(work, "pretrained")] and os.path.isfile(os.path.join(out, "model.safetensors"))
+    finished = _weights(out)
+    shutil.rmtree(out)  # interrupted after the last checkpoint: pretraining is not redone, the phase resumes
+    out = base_model.build_base(_recipe(), work, log=lambda *_: None)
+    assert len(calls) == 1
+    again = _weights(out)
+    assert all(torch.equal(finished[k], again[k]) for k in finished)
+
+
+def test_the_report_names_the_finishing_phase_only_when_the_recipe_has_one():
+    from difflora.demo.report import _finish
+
+    assert _finish({}) == "" and _finish({"icl_finish": dataclasses.asdict(IclFinish())}) == ""
+    text = _finish({"icl_finish": dataclasses.asdict(IclFinish(steps=600))})
+    assert text == (", then 600 steps of 16 conversations (60% many-shot in-context classification) "
+                    "with attention supervision")
