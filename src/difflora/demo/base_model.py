@@ -1,11 +1,12 @@
 """The demo's default base model: a small Llama-architecture model and its tokenizer, pretrained
-by the project on its generated corpus (corpus.py).
+by the project on its generated corpus (corpus.py), then finished on many-shot in-context
+classification (icl_finish.py).
 
 The default recipe's model is built once by the project and shipped inside the package
 (default_base/, with a manifest of sha256 checksums that is checked before it is used); the demo
 loads it and pretrains nothing. Any other recipe (--quick's, a changed one) and --rebuild-base build
 into a cache folder named by a hash of the recipe (shape, tokenizer, corpus, steps, code version), so
-a changed recipe is a new folder. Pretraining writes Trainer checkpoints into `<folder>.partial`, so
+a changed recipe is a new folder. Both phases write Trainer checkpoints into `<folder>.partial`, so
 an interrupted build resumes; the finished model is saved with save_pretrained and the folder renamed
 into place, so a half-made model is never loaded. Both are ordinary Hugging Face checkpoint folders,
 loaded with from_pretrained like any other.
