@@ -166,14 +166,15 @@ def icl_pairs(input_ids: torch.Tensor, labels: torch.Tensor, digits: set[int], m
         label_ids = [p for p in range(3, len(ids)) if ids[p] in digits and ids[p - 1] == marks["space"]
                      and ids[p - 2] == marks["colon"] and ids[p - 3] == marks["label"]]
         demos = [p for p in label_ids if labs[p] == -100]
+        sentences = {p: _sentence_before(ids, p - 3, marks) for p in label_ids}
+        keys = {p: _sentence_key(ids, sentences[p], ends) for p in label_ids} if overlap else {}
         for p in label_ids:
             answered = labs[p] != -100
             if answered:
-                words = _sentence_key(ids, p - 3, marks, ends)
                 triples += [(row, p - 1, s) for s in demos if s < p and ids[s] == ids[p] and
-                            (not overlap or words & _sentence_key(ids, s - 3, marks, ends))]
+                            (not overlap or keys[p] & keys[s])]
             at = p - 1 if answered else p
-            sentence = _sentence_before(ids, p - 3, marks)
+            sentence = sentences[p]
             if ends and sentence:
                 quads += [(row, at, sentence[0], heads[1]), (row, at, sentence[-1], heads[0])]
             elif not ends:
@@ -182,9 +183,9 @@ def icl_pairs(input_ids: torch.Tensor, labels: torch.Tensor, digits: set[int], m
             torch.tensor(quads, dtype=torch.long).reshape(-1, 4))
 
 
-def _sentence_key(ids: list[int], label: int, marks: dict, ends: bool) -> set:
-    """What a sentence is matched on: its words, or (ends) its first and its last word."""
-    words = _sentence_before(ids, label, marks)
+def _sentence_key(ids: list[int], words: list[int], ends: bool) -> set:
+    """What a sentence (the positions of its words) is matched on: its words, or (ends) its first and
+    its last word."""
     if ends:
         return {("first", ids[words[0]]), ("last", ids[words[-1]])} if words else set()
     return {ids[w] for w in words}
