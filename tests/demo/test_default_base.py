@@ -118,3 +118,40 @@ def test_a_build_folder_refuses_another_recipes_checkpoints(tmp_path):
     claim_build_dir(BaseRecipe(), str(tmp_path))  # the same recipe resumes
     with pytest.raises(UserError, match="another recipe"):
         claim_build_dir(dataclasses.replace(BaseRecipe(), steps=1), str(tmp_path))
+
+
+def test_a_rebuild_is_compared_with_the_shipped_base_on_retrieval_and_icl(shipped, tmp_path):
+    """--rebuild-base ends with this line; the shipped model against a copy of itself: no gap."""
+    from difflora.demo.base_model import compare_with_shipped
+
+    torch.set_num_threads(1)
+    rebuilt = shutil.copytree(shipped, tmp_path / "rebuilt")
+    line = compare_with_shipped(str(rebuilt), shipped, samples=4)
+    assert "greedy MK-2 on 4 samples 256 tokens" in line and "many-shot ICL on 60 samples 8 shots" in line
+    assert line.endswith("(largest gap 0.00)")
+    saved = json.loads((rebuilt / "comparison.json").read_text())
+    assert saved["rebuilt"] == saved["shipped"] and set(saved["rebuilt"]) == {"mk2", "icl"}
+    assert saved["rebuilt"]["icl"]["8"] > 0.5  # the shipped base classifies in context
+
+
+def test_an_interrupted_rebuild_resumes_its_checkpoints(tmp_path, monkeypatch):
+    """--rebuild-base drops the finished model, not the build folder of the same recipe: running the
+    command again after an interruption goes on from the last checkpoint."""
+    from difflora.demo import base_model
+
+    monkeypatch.setenv("DIFFLORA_CACHE", str(tmp_path / "cache"))
+    recipe = base_model.QUICK_RECIPE
+    path = base_model.base_dir(recipe)
+    os.makedirs(os.path.join(path + ".partial", "trainer", "checkpoint-6"))
+    os.makedirs(path)
+    seen = []
+
+    def fake_build(recipe, work, log=print, callbacks=None):
+        seen.append(os.listdir(os.path.join(work, "trainer")))
+        os.makedirs(os.path.join(work, "model"))
+        return os.path.join(work, "model")
+
+    monkeypatch.setattr(base_model, "build_base", fake_build)
+    monkeypatch.setattr(base_model, "is_built", lambda p: os.path.isfile(os.path.join(p, "recipe.json")))
+    assert ensure_base(recipe, rebuild=True, log=lambda *_: None) == (path, True)
+    assert seen == [["checkpoint-6"]] and not os.path.exists(path + ".partial")

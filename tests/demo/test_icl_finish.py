@@ -1,5 +1,6 @@
-"""The base recipe's ICL finishing phase: it continues the pretrained model, resumes, runs after
-pretraining exactly once, and is the same training as the probe's plain loop that made the shipped base."""
+"""The base recipe's ICL finishing phase: its parts continue the pretrained model one after the
+other, resume, run after pretraining exactly once, and are the same training as the probe's plain loop
+that made the shipped base (one run per part, each with a fresh optimizer)."""
 
 import dataclasses
 import json
@@ -21,6 +22,7 @@ from difflora.demo.icl_finish import (
 )
 
 TINY = IclFinish(steps=2, batch_size=2)
+SECOND = IclFinish(steps=1, batch_size=2, icl_share=0.3, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +30,8 @@ def shipped():
     return default_base_path()
 
 
-def _recipe(phase=TINY):
-    return dataclasses.replace(BaseRecipe(), icl_finish=phase)
+def _recipe(*parts):
+    return dataclasses.replace(BaseRecipe(), icl_finish=parts or (TINY,))
 
 
 def _weights(path):
@@ -66,31 +68,40 @@ def test_finishing_continues_the_pretrained_model_and_appends_its_log(shipped, t
     assert history[:len(pretraining)] == pretraining
     added = history[len(pretraining):]
     assert added and all(e["phase"] == "icl_finish" and e["step"] > BaseRecipe().steps for e in added)
-    assert os.path.isdir(tmp_path / "trainer-icl" / "checkpoint-2")
+    assert os.path.isdir(tmp_path / "trainer-icl-0" / "checkpoint-2")
 
 
-def test_the_phase_equals_the_probes_plain_loop(shipped, tmp_path):
-    """benchmarks/icl_supervision_probe.py's loop made the shipped finish; the recipe runs it through
-    a Trainer (checkpoints, resumption). Same documents, collator, optimizer and loss: same weights."""
+def test_the_parts_equal_the_probes_plain_loop_run_once_per_part(shipped, tmp_path):
+    """benchmarks/icl_supervision_probe.py's loop made the shipped finish, one run per part, each from
+    the last one's model; the recipe runs the parts through a Trainer (checkpoints, resumption). Same
+    documents, collator, optimizer and loss: same weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(1)
-    ours = _weights(finish_icl(_recipe(), shipped, str(tmp_path)))
+    out = finish_icl(_recipe(TINY, SECOND), shipped, str(tmp_path))
+    assert out == str(tmp_path / "model") and os.path.isdir(tmp_path / "finished-0")
+    ours = _weights(out)
     tokenizer = AutoTokenizer.from_pretrained(shipped)
     model = AutoModelForCausalLM.from_pretrained(shipped, dtype=torch.float32, attn_implementation="eager")
-    rows = [tokenize_document(d, tokenizer, 4096, "values") for d in finishing_documents(BaseRecipe().mix, TINY)]
-    collate = icl_collator(tokenizer, TINY.gather_heads)
-    optimizer, schedule = optimizer_and_schedule(model, TINY)
     model.train()
-    for step in range(TINY.steps):
-        total, *_ = supervised_loss(model, collate(rows[step * 2:(step + 1) * 2]), 1.0, None, 1.0)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
+    for part in (TINY, SECOND):
+        rows = [tokenize_document(d, tokenizer, 4096, "values") for d in finishing_documents(BaseRecipe().mix, part)]
+        collate = icl_collator(tokenizer, part.gather_heads)
+        optimizer, schedule = optimizer_and_schedule(model, part)  # fresh for each part
+        for step in range(part.steps):
+            total, *_ = supervised_loss(model, collate(rows[step * 2:(step + 1) * 2]), 1.0, None, 1.0)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
     theirs = model.state_dict()
     assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) < 1e-6
+    with open(os.path.join(shipped, "pretraining_log.json")) as f:
+        before = len(json.load(f))
+    with open(os.path.join(out, "pretraining_log.json")) as f:
+        steps = [e["step"] for e in json.load(f)[before:] if "loss" in e]
+    assert steps == [BaseRecipe().steps + s for s in (1, 2, 3)]  # counted on across the parts
 
 
 def test_build_pretrains_once_then_finishes_and_resumes_the_finish(shipped, tmp_path, monkeypatch):
@@ -103,20 +114,28 @@ def test_build_pretrains_once_then_finishes_and_resumes_the_finish(shipped, tmp_
 
     monkeypatch.setattr(base_model, "pretrain", fake_pretrain)
     work = str(tmp_path / "build")
-    out = base_model.build_base(_recipe(), work, log=lambda *_: None)
+    recipe = _recipe(TINY, SECOND)
+    out = base_model.build_base(recipe, work, log=lambda *_: None)
     assert calls == [os.path.join(work, "pretrained")] and os.path.isfile(os.path.join(out, "model.safetensors"))
     finished = _weights(out)
-    shutil.rmtree(out)  # interrupted after the last checkpoint: pretraining is not redone, the phase resumes
-    out = base_model.build_base(_recipe(), work, log=lambda *_: None)
-    assert len(calls) == 1
+    first_part = os.path.join(work, "finished-0", "model.safetensors")
+    written = os.stat(first_part).st_mtime_ns
+    shutil.rmtree(out)  # interrupted after the last checkpoint: pretraining and the first part are not redone
+    messages = []
+    out = base_model.build_base(recipe, work, log=messages.append)
+    assert len(calls) == 1 and os.stat(first_part).st_mtime_ns == written
+    assert [m for m in messages if "part" in m] == [m for m in messages if "part 2 of 2" in m] != []
     again = _weights(out)
     assert all(torch.equal(finished[k], again[k]) for k in finished)
 
 
-def test_the_report_names_the_finishing_phase_only_when_the_recipe_has_one():
+def test_the_report_names_the_finishing_parts_only_when_the_recipe_has_them():
     from difflora.demo.report import _finish
 
-    assert _finish({}) == "" and _finish({"icl_finish": dataclasses.asdict(IclFinish())}) == ""
-    text = _finish({"icl_finish": dataclasses.asdict(IclFinish(steps=600))})
-    assert text == (", then 600 steps of 16 conversations (60% many-shot in-context classification) "
-                    "with attention supervision")
+    assert _finish({}) == "" and _finish({"icl_finish": []}) == ""
+    assert _finish({"icl_finish": dataclasses.asdict(IclFinish())}) == ""
+    one = ", then 600 steps of 16 conversations (60% many-shot in-context classification) with attention supervision"
+    assert _finish({"icl_finish": dataclasses.asdict(IclFinish(steps=600))}) == one  # recipes before version 10
+    shipped = json.loads(json.dumps(BaseRecipe().to_dict()))  # as recipe.json holds it
+    assert _finish(shipped) == one + (", then 200 steps of 16 conversations (30% many-shot in-context "
+                                      "classification) with attention supervision")

@@ -14,6 +14,7 @@ loaded with from_pretrained like any other.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -31,7 +32,7 @@ from .state import fingerprint
 
 # Bump when the code that makes the base changes what it makes (the corpus generators, the packing,
 # the tokenizer training), so that every cached base made by older code is rebuilt.
-RECIPE_VERSION = 9
+RECIPE_VERSION = 10
 
 
 # the needle kinds of the default base's retrieval documents: MK-2 on distractor needles, the bar it must
@@ -76,8 +77,9 @@ class BaseRecipe:
     mix: CorpusMix = field(default_factory=lambda: CorpusMix(
         retrieval=0.88, icl=0.08, short_answer=0.03, max_needles=26, questions=4, max_shots=24,
         retrieval_kinds=BASE_KINDS))
-    icl_finish: IclFinish = IclFinish(steps=600)  # a last phase on many-shot ICL (icl_finish.py): without it
-                                  # ICL is at chance (docs/demo-base-model.md, f1); steps 0: no phase
+    icl_finish: tuple[IclFinish, ...] = (  # last, parts on many-shot ICL (icl_finish.py): without them ICL is
+        IclFinish(steps=600),             # at chance (docs/demo-base-model.md, f1); the second part, with more
+        IclFinish(steps=200, icl_share=0.3, seed=4848))  # retrieval, brings MK-2 back up (f2); (): none
     seed: int = 0
     version: int = RECIPE_VERSION
 
@@ -92,7 +94,7 @@ class BaseRecipe:
 QUICK_RECIPE = BaseRecipe(hidden_size=64, layers=2, heads=8, kv_heads=8, intermediate_size=128, vocab_size=512,
                           compound_words=False, seq_len=256, documents=300, steps=12, batch_size=8,
                           curriculum=(), learning_rate=1e-3, warmup=0.05, schedule="cosine", copy_weight=0.0,
-                          readout_weight=0.0, icl_finish=IclFinish(),
+                          readout_weight=0.0, icl_finish=(),
                           mix=CorpusMix(max_needles=6, questions=2, max_shots=6))
 
 
@@ -201,9 +203,8 @@ def ensure_base(recipe: BaseRecipe, rebuild: bool = False, log=print) -> tuple[s
         verify_base(shipped)
         return shipped, False
     path = base_dir(recipe)
-    if rebuild:
+    if rebuild:  # the finished model only: an interrupted rebuild resumes from the same recipe's checkpoints
         shutil.rmtree(path, ignore_errors=True)
-        shutil.rmtree(path + ".partial", ignore_errors=True)
     if is_built(path):
         return path, False
     work = path + ".partial"  # survives an interruption: pretraining resumes from its checkpoints
@@ -222,41 +223,60 @@ def ensure_base(recipe: BaseRecipe, rebuild: bool = False, log=print) -> tuple[s
 
 def retrieval_scores(path: str, samples: int = 100, seed: int = 0, lengths=(256, 512, 1024)) -> dict:
     """Greedy MK-2 accuracy of the model in `path` at each length (the evaluation's own run_nih)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from ..evaluation import run_nih
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    with torch.no_grad():
-        summary = run_nih({"m": (model, AutoTokenizer.from_pretrained(path))}, ("mk2",), lengths, samples,
-                          seed=seed, show_progress=False)
+    with _loaded(path) as model_and_tokenizer:
+        summary = run_nih({"m": model_and_tokenizer}, ("mk2",), lengths, samples, seed=seed, show_progress=False)
     return {n: summary["m"]["mk2"][n]["mean"] for n in lengths}
 
 
+def icl_scores(path: str, samples: int = 60, seed: int = 0, shots=(8, 16, 24)) -> dict:
+    """Many-shot ICL accuracy of the model in `path` at each shot count (the evaluation's run_icl)."""
+    from ..evaluation import run_icl
+
+    with _loaded(path) as model_and_tokenizer:
+        summary = run_icl({"m": model_and_tokenizer}, shots, samples, seed=seed, show_progress=False)
+    return {n: summary["m"][n]["mean"] for n in sorted(int(k) for k in shots)}
+
+
+@contextlib.contextmanager
+def _loaded(path: str):
+    """(model, tokenizer) from `path` in float32, evaluation mode, without gradients."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        yield model, AutoTokenizer.from_pretrained(path)
+
+
 def compare_with_shipped(rebuilt: str, shipped: str, samples: int = 100) -> str:
-    """One line: how the rebuilt base scores on MK-2 against the shipped one (same samples), also
-    written to rebuilt/comparison.json."""
+    """One line: how the rebuilt base scores against the shipped one on the same samples (greedy MK-2 at
+    256/512/1024 tokens, `samples` each; many-shot ICL at 8/16/24 shots, 60 each), also written to
+    rebuilt/comparison.json."""
     try:
         verify_base(shipped)
     except UserError as err:
         return f"rebuilt base at {rebuilt}; not compared with the shipped one ({err})"
-    ours, theirs = retrieval_scores(rebuilt, samples), retrieval_scores(shipped, samples)
+    ours = {"mk2": retrieval_scores(rebuilt, samples), "icl": icl_scores(rebuilt)}
+    theirs = {"mk2": retrieval_scores(shipped, samples), "icl": icl_scores(shipped)}
     with open(os.path.join(rebuilt, "comparison.json"), "w") as f:
-        json.dump({"samples": samples, "rebuilt": ours, "shipped": theirs}, f, indent=1)
-    cells = ", ".join(f"{n} tokens {ours[n]:.2f} vs {theirs[n]:.2f}" for n in ours)
-    gap = max(abs(ours[n] - theirs[n]) for n in ours)
-    return f"rebuilt base vs shipped base, greedy MK-2 on {samples} samples: {cells} (largest gap {gap:.2f})"
+        json.dump({"samples": samples, "icl_samples": 60, "rebuilt": ours, "shipped": theirs}, f, indent=1)
+    mk2 = ", ".join(f"{n} tokens {ours['mk2'][n]:.2f} vs {theirs['mk2'][n]:.2f}" for n in ours["mk2"])
+    icl = ", ".join(f"{n} shots {ours['icl'][n]:.2f} vs {theirs['icl'][n]:.2f}" for n in ours["icl"])
+    gap = max(abs(ours[task][n] - theirs[task][n]) for task in ours for n in ours[task])
+    return (f"rebuilt base vs shipped base: greedy MK-2 on {samples} samples {mk2}; many-shot ICL on 60 samples "
+            f"{icl} (largest gap {gap:.2f})")
 
 
 def build_base(recipe: BaseRecipe, work_dir: str, log=print, callbacks: list | None = None) -> str:
     """Build the base model of `recipe` into work_dir/model: pretraining (checkpoints in work_dir/trainer),
     then the ICL finishing phase when the recipe has one (pretrained model in work_dir/pretrained,
-    checkpoints in work_dir/trainer-icl). On a GPU when there is one (the recipe is the same; a CPU
+    checkpoints in work_dir/trainer-icl-<i>). On a GPU when there is one (the recipe is the same; a CPU
     build takes about 80 minutes). Each phase resumes where an interruption left it."""
     os.makedirs(work_dir, exist_ok=True)
     claim_build_dir(recipe, work_dir)
-    if not recipe.icl_finish.steps:
+    if not any(part.steps for part in recipe.icl_finish):
         return pretrain(recipe, work_dir, os.path.join(work_dir, "model"), log, callbacks)
     pretrained = os.path.join(work_dir, "pretrained")
     if not os.path.isfile(os.path.join(pretrained, "pretraining_log.json")):  # written last: pretraining is done

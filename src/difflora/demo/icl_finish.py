@@ -7,8 +7,10 @@ attention supervision plus ICL's (copy_supervision.icl_pairs): each sentence is 
 (first-layer heads 0 and 1, the needle key-gathering heads, look at its first and last content word),
 and at the answer the last layer is trained onto the ids of the same-class demonstrations that share
 such a word, with ICL's pairs averaged on their own (docs/demo-base-model.md, probes icl1-icl8, f1).
-Plain torch AdamW at a constant rate after a short warm-up, so that a shorter phase is exactly the
-start of a longer one; Trainer checkpoints make it resumable.
+The phase is a sequence of parts (a long one mostly on ICL, then a shorter one with more
+retrieval, which brings back the retrieval the first part wore down: probe f2), each with plain torch
+AdamW at a constant rate after a short warm-up, so that a shorter part is exactly the start of a
+longer one; Trainer checkpoints and each part's written model make it resumable.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class IclFinish:
-    """What the finishing phase does (steps 0: no phase)."""
+    """One part of the finishing phase (steps 0: the part does nothing)."""
 
     steps: int = 0
     batch_size: int = 16
@@ -64,9 +66,26 @@ def optimizer_and_schedule(model, phase: IclFinish):
 
 
 def finish_icl(recipe, pretrained: str, work_dir: str, log=print, callbacks: list | None = None) -> str:
-    """Run the recipe's finishing phase from the model in `pretrained` (checkpoints in
-    work_dir/trainer-icl, so that an interrupted phase resumes); the model goes to work_dir/model, its
-    log appended to pretraining's (steps counted on from pretraining's last)."""
+    """Run the recipe's finishing parts in order, the first from the model in `pretrained`, each from
+    the one before with a fresh optimizer and schedule (checkpoints in work_dir/trainer-icl-<i>; a part
+    whose model is written is not rerun, so an interrupted build resumes). The last part's model goes
+    to work_dir/model, the others to work_dir/finished-<i>; each appends its log entries to the log it
+    started from, steps counted on from its last."""
+    source, first_step = pretrained, recipe.steps
+    parts = recipe.icl_finish
+    for i, part in enumerate(parts):
+        out = os.path.join(work_dir, "model" if i == len(parts) - 1 else f"finished-{i}")
+        if not os.path.isfile(os.path.join(out, "pretraining_log.json")):  # written last: the part is done
+            log(f"finishing the default base model, part {i + 1} of {len(parts)}: {part.steps} steps of "
+                f"{part.batch_size} conversations ({part.icl_share:.0%} many-shot ICL) with ICL attention supervision")
+            _run_part(recipe, part, source, out, os.path.join(work_dir, f"trainer-icl-{i}"), first_step, callbacks)
+        source, first_step = out, first_step + part.steps
+    return source
+
+
+def _run_part(recipe, part: IclFinish, source: str, out: str, trainer_dir: str, first_step: int,
+              callbacks: list | None) -> None:
+    """One finishing part from the model in `source` to `out` through a Trainer (resumable)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
@@ -74,31 +93,25 @@ def finish_icl(recipe, pretrained: str, work_dir: str, log=print, callbacks: lis
     from .base_model import MAX_DOCUMENT, _in_order_trainer, tokenize_document
     from .copy_supervision import copy_supervised
 
-    phase = recipe.icl_finish
-    tokenizer = AutoTokenizer.from_pretrained(pretrained)
-    model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=torch.float32, attn_implementation="eager")
-    rows = [tokenize_document(d, tokenizer, MAX_DOCUMENT, recipe.loss_on) for d in finishing_documents(recipe.mix, phase)]
-    log(f"finishing the default base model: {phase.steps} steps of {phase.batch_size} conversations "
-        f"({phase.icl_share:.0%} many-shot ICL) with ICL attention supervision")
-    trainer_dir = os.path.join(work_dir, "trainer-icl")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation="eager")
+    rows = [tokenize_document(d, tokenizer, MAX_DOCUMENT, recipe.loss_on) for d in finishing_documents(recipe.mix, part)]
     args = TrainingArguments(
-        output_dir=trainer_dir, max_steps=phase.steps, per_device_train_batch_size=phase.batch_size, max_grad_norm=1.0,
-        logging_steps=max(1, phase.steps // 100), save_strategy="steps", save_steps=max(1, phase.steps // 8),
-        save_total_limit=1, report_to=[], use_cpu=not torch.cuda.is_available(), seed=phase.seed,
+        output_dir=trainer_dir, max_steps=part.steps, per_device_train_batch_size=part.batch_size, max_grad_norm=1.0,
+        logging_steps=max(1, part.steps // 100), save_strategy="steps", save_steps=max(1, part.steps // 8),
+        save_total_limit=1, report_to=[], use_cpu=not torch.cuda.is_available(), seed=part.seed,
         dataloader_num_workers=0, disable_tqdm=False)
     trainer_class = copy_supervised(_in_order_trainer(), recipe.copy_weight,
                                     None if recipe.copy_head < 0 else recipe.copy_head, recipe.readout_weight)
     trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), callbacks=callbacks,
-                            data_collator=icl_collator(tokenizer, phase.gather_heads),
-                            optimizers=optimizer_and_schedule(model, phase))
+                            data_collator=icl_collator(tokenizer, part.gather_heads),
+                            optimizers=optimizer_and_schedule(model, part))
     trainer.train(resume_from_checkpoint=bool(glob.glob(os.path.join(trainer_dir, "checkpoint-*"))) or None)
-    out = os.path.join(work_dir, "model")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    with open(os.path.join(pretrained, "pretraining_log.json")) as f:
+    with open(os.path.join(source, "pretraining_log.json")) as f:
         history = json.load(f)
-    history += [{**entry, "step": entry.get("step", 0) + recipe.steps, "phase": "icl_finish"}
+    history += [{**entry, "step": entry.get("step", 0) + first_step, "phase": "icl_finish"}
                 for entry in trainer.state.log_history]
     with open(os.path.join(out, "pretraining_log.json"), "w") as f:
         json.dump(history, f, indent=1)
-    return out

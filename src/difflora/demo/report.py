@@ -66,12 +66,13 @@ def _icl_prompt_lengths(report: Report, icl: dict, plan: DemoPlan) -> None:
 # -- what was run ------------------------------------------------------------------------------
 
 def _finish(recipe: dict) -> str:
-    """The recipe's ICL finishing phase in words ("" when it has none)."""
-    finish = recipe.get("icl_finish") or {}
-    if not finish.get("steps"):
-        return ""
-    return (f", then {finish['steps']} steps of {finish['batch_size']} conversations "
-            f"({finish['icl_share']:.0%} many-shot in-context classification) with attention supervision")
+    """The recipe's ICL finishing phase in words ("" when it has none; recipes before version 10 have
+    one part, later ones a list)."""
+    parts = recipe.get("icl_finish") or []
+    parts = [p for p in ([parts] if isinstance(parts, dict) else parts) if p.get("steps")]
+    return "".join(f", then {p['steps']} steps of {p['batch_size']} conversations "
+                   f"({p['icl_share']:.0%} many-shot in-context classification) with attention supervision"
+                   for p in parts)
 
 
 def _what_was_run(report: Report, plan: DemoPlan, base_path: str, adapters: dict, state: DemoState,
@@ -89,7 +90,7 @@ def _what_was_run(report: Report, plan: DemoPlan, base_path: str, adapters: dict
         report.text(f"Base model: the project's default Llama-architecture model ({shape}), pretrained by the project "
                     f"for {recipe['steps']} steps of {_batch_shape(recipe)} on its generated "
                     f"corpus (RULER-format retrieval conversations, in-context classification, short answers, prose; "
-                    f"{recipe['documents']} documents){_finish(recipe)}, {_where(base_path)} (pretraining took "
+                    f"{recipe['documents']} documents){_finish(recipe)}, {_where(base_path)} (building it took "
                     f"{recipe.get('build_seconds', '?')} s when it was built).")
     else:
         report.text(f"Base model: {base_path} ({shape}).")
