@@ -57,8 +57,8 @@ def test_a_shorter_phase_is_the_start_of_a_longer_one():
 
 
 def test_finishing_continues_the_pretrained_model_and_appends_its_log(shipped, tmp_path):
-    out = finish_icl(_recipe(), shipped, str(tmp_path))
-    assert out == str(tmp_path / "model")
+    out = finish_icl(_recipe(IclFinish(), TINY), shipped, str(tmp_path))  # a part of 0 steps is skipped
+    assert out == str(tmp_path / "model") and not os.path.exists(tmp_path / "finished-0")
     before, after = _weights(shipped), _weights(out)
     assert any(not torch.equal(before[k], after[k]) for k in before)
     with open(os.path.join(shipped, "pretraining_log.json")) as f:
@@ -139,3 +139,17 @@ def test_the_report_names_the_finishing_parts_only_when_the_recipe_has_them():
     shipped = json.loads(json.dumps(BaseRecipe().to_dict()))  # as recipe.json holds it
     assert _finish(shipped) == one + (", then 200 steps of 16 conversations (30% many-shot in-context "
                                       "classification) with attention supervision")
+
+
+def test_the_base_loss_plot_draws_each_loss_apart_and_marks_the_finishing_phase(shipped, tmp_path):
+    """The logged `loss` sums the language-model and supervision losses, and the finishing phase adds
+    ICL's supervision to it: the plot draws the two losses as their own curves and shades the phase."""
+    from difflora.demo.report import base_training_curves, plot_losses
+
+    history = [{"loss": 3.0, "step": 1}, {"loss": 9.0, "lm_loss": 2.0, "copy_loss": 7.0, "step": 2},
+               {"train_loss": 5.0, "step": 2}, {"loss": 4.0, "lm_loss": 1.0, "copy_loss": 3.0, "step": 3,
+                                                "phase": "icl_finish"}]
+    assert base_training_curves(history) == {"language model": [(1, 3.0), (2, 2.0), (3, 1.0)],
+                                             "attention supervision": [(2, 7.0), (3, 3.0)]}
+    path = plot_losses(shipped, {}, str(tmp_path / "loss.png"))
+    assert os.path.getsize(path) > 10_000

@@ -72,7 +72,7 @@ def finish_icl(recipe, pretrained: str, work_dir: str, log=print, callbacks: lis
     to work_dir/model, the others to work_dir/finished-<i>; each appends its log entries to the log it
     started from, steps counted on from its last."""
     source, first_step = pretrained, recipe.steps
-    parts = recipe.icl_finish
+    parts = [part for part in recipe.icl_finish if part.steps]  # a part of 0 steps does nothing
     for i, part in enumerate(parts):
         out = os.path.join(work_dir, "model" if i == len(parts) - 1 else f"finished-{i}")
         if not os.path.isfile(os.path.join(out, "pretraining_log.json")):  # written last: the part is done

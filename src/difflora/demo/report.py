@@ -271,16 +271,41 @@ def _history(folder: str, name: str = "log_history.json") -> list[dict]:
     return _read_json(os.path.join(folder, name)) or []
 
 
+def base_training_curves(history: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """The base model's logged losses by name: the language-model loss (`lm_loss`, or `loss` where the
+    training had no attention supervision) and the attention-supervision loss (`copy_loss`). Their sum,
+    `loss`, is not one curve: the ICL finishing phase adds ICL's own supervision to it."""
+    curves: dict[str, list[tuple[int, float]]] = {"language model": [], "attention supervision": []}
+    for h in history:
+        lm = h.get("lm_loss", h.get("loss") if "copy_loss" not in h else None)
+        if lm is not None and "step" in h:
+            curves["language model"].append((h["step"], lm))
+        if "copy_loss" in h and "step" in h:
+            curves["attention supervision"].append((h["step"], h["copy_loss"]))
+    return {name: points for name, points in curves.items() if points}
+
+
+def _plot_base_training(ax, history: list[dict]) -> None:
+    for (name, points), style in zip(base_training_curves(history).items(), ("-", "--")):
+        ax.plot(*zip(*points), color="black", linestyle=style, label=name)
+    finishing = [h["step"] for h in history if h.get("phase") == "icl_finish" and "step" in h]
+    if finishing:  # where pretraining ends and the ICL finishing parts begin
+        start = max(h["step"] for h in history if h.get("phase") != "icl_finish" and "step" in h)
+        ax.axvspan(start, max(finishing), color="tab:blue", alpha=0.12, label="ICL finishing")
+    ax.set_yscale("log")
+    ax.set_title("base model: pretraining" + (", then ICL finishing" if finishing else ""), fontsize=10)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def plot_losses(base_path: str, adapters: dict[str, str], path: str) -> str:
-    pretraining = [(h["step"], h["loss"]) for h in _history(base_path, "pretraining_log.json") if "loss" in h]
+    history = _history(base_path, "pretraining_log.json")
+    pretraining = base_training_curves(history)
     fig, axes = plt.subplots(1, 2 if pretraining else 1, figsize=(11 if pretraining else 6.4, 4.0), squeeze=False)
     if pretraining:
-        ax = axes[0][0]
-        ax.plot(*zip(*pretraining), color="black")
-        ax.set_title("base model pretraining", fontsize=10)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
+        _plot_base_training(axes[0][0], history)
     ax = axes[0][-1]
     plotted = 0
     for name, folder in adapters.items():
