@@ -241,11 +241,16 @@ def quiet_peft_deprecations() -> Iterator[None]:
         yield
 
 
-def attention_backend(attn: nn.Module, family: Family | None = None) -> Callable:
-    """The backend the model is configured with (sdpa, eager, flash_attention_2, flex_attention, ...);
-    "eager" is the family's own eager function (Gemma 2's applies the soft-cap)."""
-    module = _modeling_module(family) if family is not None else _modeling_module(FAMILIES["llama"])
-    return ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, module.eager_attention_forward)
+def eager_function(family: Family) -> Callable:
+    """The family's own eager attention function (Gemma 2's applies the soft-cap). Resolved once, when
+    a layer is wrapped: importing a module inside the forward would break a compiled graph."""
+    return _modeling_module(family).eager_attention_forward
+
+
+def attention_backend(attn: nn.Module, eager: Callable) -> Callable:
+    """The backend the model is configured with (sdpa, eager, flash_attention_2, flex_attention, ...),
+    with `eager` (eager_function) standing for "eager"."""
+    return ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager)
 
 
 # ------------------------------------------------------------------------------------------------

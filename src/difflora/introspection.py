@@ -45,7 +45,9 @@ class LambdaSpread(float):
 
 def lambdas(model: nn.Module, input_ids: torch.Tensor | None = None,
             attention_mask: torch.Tensor | None = None) -> list[float]:
-    """The lambda of every transformed layer (active adapter), in layer order.
+    """The lambda of every transformed layer (active adapter), in layer order, as Python floats on
+    the CPU (never tensors) whatever device the model is on; input_ids and attention_mask go to the
+    model's device (devices.device_of(model)).
 
     Scalar modes ("fixed", "learned"): plain floats. Per-token mode ("token"): a LambdaSpread per
     layer (a float equal to the mean, with .std/.min/.max/.per_head) over the batch `input_ids`
@@ -83,6 +85,9 @@ def attention_maps(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
     is scaled by lambda[:, t, h]). With shared keys both maps use K1. They are
     built only here, by running that forward once with the eager backend; the normal forward
     never builds them.
+
+    Every tensor returned is float32 on the device the layer computed on (the model's device, so
+    input_ids go there too: devices.device_of(model)); move them with .cpu() to plot or save.
     """
     _check_inputs(model, input_ids, attention_mask)
     wanted = layers
@@ -105,8 +110,10 @@ def attention_maps(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
             if layer.captured is None:  # adapters disabled: nothing differential to show
                 raise ValueError("attention_maps found no active DiffLoRA adapter (is it disabled?)")
             cap = layer.captured
-            maps.append({"positive": cap["positive"].float(), "negative": cap["negative"].float(),
-                         "lambda": cap["lambda"], "layer": layer.layer_idx})
+            positive = cap["positive"].float()
+            lam = cap["lambda"].to(device=positive.device, dtype=torch.float32)  # beside its maps
+            maps.append({"positive": positive, "negative": cap["negative"].float(), "lambda": lam,
+                         "layer": layer.layer_idx})
         return maps
     finally:
         for layer in layers:

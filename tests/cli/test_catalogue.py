@@ -66,6 +66,9 @@ CASES = [
     (CFG + " --set init_from={empty_dir}", 1, "is not a PEFT adapter folder"),
     ("train", 2, "the following arguments are required: config"),
     (CFG + " --resumee", 2, "unrecognized arguments: --resumee"),
+    (CFG + " --device banana", 1, "--device must be cpu or cuda, got 'banana'"),
+    (CFG + " --device mps", 1, "--device must be cpu or cuda for training, got 'mps'"),
+    (CFG + " --device cuda:7", 1, "--device cuda:7: no such CUDA device here"),
     # --- difflora generate --------------------------------------------------------------------------
     ("generate runs/nope --prompt hi", 1, "model 'runs/nope' is neither a local folder (nothing is at that path)"),
     ("generate afile --prompt hi", 1, "model 'afile' is a file, not a model folder"),
@@ -75,6 +78,7 @@ CASES = [
     ("generate {base} --prompt hi --max-new-tokens 0", 1, "--max-new-tokens must be an integer >= 1, got 0"),
     ("generate {base} --prompt hi --max-new-tokens many", 1, "--max-new-tokens must be an integer >= 1, got 'many'"),
     ("generate {base} --prompt ''", 1, "--prompt must be a non-empty text"),
+    ("generate {base} --prompt hi --device banana", 1, "--device must be a device: cpu, cuda, cuda:N or mps"),
     # --- difflora eval nih (and the options every eval command shares) -------------------------------
     ("eval nih --model {base} --out afile --quiet", 1, "--out 'afile' is an existing file, not a folder"),
     ("eval nih --model {base} --out afile/sub --quiet", 1, "--out 'afile/sub' cannot be made"),
@@ -140,6 +144,8 @@ CASES = [
     ("select {bad_yaml} --quiet", 1, "{bad_yaml}:3:5: not valid YAML"),
     ("select missing.yaml --quiet", 1, "config 'missing.yaml' does not exist"),
     (SEL + " --method full", 2, "argument --method: invalid choice: 'full'"),
+    (SEL + " --device cuda:7", 1, "--device cuda:7: no such CUDA device here"),
+    (SEL + " --device banana", 1, "--device must be cpu or cuda, got 'banana'"),
     # --- difflora demo ---------------------------------------------------------------------------------
     (DEMO + " --samples 0", 1, "--samples must be an integer >= 1, got 0"),
     ("demo --quick --out out --threads 0", 1, "--threads must be an integer >= 1, got 0"),
@@ -149,6 +155,10 @@ CASES = [
     (DEMO + " --needles mk4", 1, "unknown needle task 'mk4'"),
     (DEMO + " --config missing.yaml", 1, "--config 'missing.yaml' does not exist"),
     ("demo --quick --out afile --threads 1", 1, "--out 'afile' is an existing file"),
+    (DEMO + " --device banana", 1, "--device must be cpu or cuda, got 'banana'"),
+    (DEMO + " --device cuda:7", 1, "--device cuda:7: no such CUDA device here"),
+    # --- difflora export -------------------------------------------------------------------------------
+    ("export {adapter} out --device banana", 1, "--device must be a device: cpu, cuda, cuda:N or mps"),
     # --- the command itself ------------------------------------------------------------------------------
     ("fly", 2, "argument COMMAND: invalid choice: 'fly'"),
 ]

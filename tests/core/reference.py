@@ -137,8 +137,12 @@ def reference_layer(layer, x, attention_mask=None, adapter="default"):
 
     if s.lambda_mode == "token":  # B x T x H -> B x H x T x 1: one weight per query row of each head
         lam = torch.sigmoid(_linear(x, layer.difflora_lambda[adapter].proj)).transpose(1, 2)[..., None]
+    elif s.lambda_mode == "learned":  # exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init, from the parameters
+        p = layer.difflora_lambda[adapter]
+        q1l, k1l, q2l, k2l = (t.detach().to(F64) for t in (p.lambda_q1, p.lambda_k1, p.lambda_q2, p.lambda_k2))
+        lam = float(torch.exp(q1l @ k1l) - torch.exp(q2l @ k2l)) + s.lambda_init
     else:
-        lam = float(layer.current_lambda(adapter).detach())
+        lam = s.lambda_init
     out = (softmax_map(q1, k1) - lam * softmax_map(q2, k2)) @ v  # B x H x T x d
     out = out.transpose(1, 2)
     if s.group_norm:

@@ -79,3 +79,30 @@ def test_user_prompts(loaded, tmp_path):
         path.write_text(json.dumps(row) + "\n")
         with pytest.raises(UserError, match=message):
             load_prompts(str(path))
+
+
+def test_per_token_lambda_on_a_bf16_model(tiny_tokenizer):
+    """The path a CUDA run broke: lambda comes back beside its maps (the model's device, float32,
+    though the layer computes it in bf16), and scaling the negative map by it needs no move."""
+    from peft import get_peft_model
+
+    from difflora import DiffLoRAConfig, attention_maps
+    from difflora.analysis.attention_mass import analyse_prompt
+    from difflora.devices import device_of
+    from difflora.loading import tiny_model
+
+    base = tiny_model("llama", vocab_size=len(tiny_tokenizer)).to(torch.bfloat16)
+    model = get_peft_model(base, DiffLoRAConfig.from_preset("difflora-64", r=8, lambda_mode="token")).eval()
+    rendered = tiny_tokenizer.bos_token + BEFORE + NEEDLE + AFTER + QUERY
+    ids = torch.tensor([tiny_tokenizer(rendered, add_special_tokens=False)["input_ids"]], device=device_of(model))
+    for m in attention_maps(model, ids):
+        assert m["lambda"].shape == (1, ids.shape[1], 4)  # batch x query x heads
+        assert {t.device for t in (m["positive"], m["negative"], m["lambda"])} == {device_of(model)}
+        assert {t.dtype for t in (m["positive"], m["negative"], m["lambda"])} == {torch.float32}
+    result = analyse_prompt(model, tiny_tokenizer, rendered, NEEDLE, rendered.index(QUERY))
+    query = result["segment_tokens"]["query"]
+    for i, m in enumerate(attention_maps(model, ids)):
+        expected = float(m["lambda"][0, -query:].mean())  # each query row of the negative map sums to its lambda
+        negative = result["negative"][i]
+        assert sum(v * result["segment_tokens"][k] for k, v in negative.items()) == pytest.approx(expected, abs=1e-4)
+        assert result["row_total"][i] == pytest.approx(1 - expected, abs=1e-4)

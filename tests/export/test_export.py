@@ -88,7 +88,8 @@ LOADER = textwrap.dedent(r'''
             result["generated"] = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=job["new_tokens"],
                                                  do_sample=False, use_cache=True, pad_token_id=0)
             cache = model(input_ids=ids, attention_mask=mask, use_cache=True).past_key_values
-            result["cache_widths"] = [(layer.keys.shape[-1], layer.values.shape[-1]) for layer in cache.layers]
+            result["cache_shapes"] = [(tuple(layer.keys.shape[1::2]), tuple(layer.values.shape[1::2]))
+                                      for layer in cache.layers]  # (kv heads, head_dim) of keys and of values
         tokenizer = AutoTokenizer.from_pretrained(job["folder"])
         result["tokens"] = tokenizer(job["text"])["input_ids"]
         torch.save(result, job["result"])
@@ -196,13 +197,18 @@ def test_exported_model_matches_peft_model(exported, tiny_tokenizer, family, pre
     assert (reference["left"] - reference["base_left"])[rows].abs().max().item() > 100 * TOLERANCE
     assert torch.equal(got["generated"], reference["generated"])
     assert got["tokens"] == tiny_tokenizer(TEXT)["input_ids"]
-    section = json.loads((out / "config.json").read_text())["difflora"]
+    # one attention call per layer, every layer alike: 2H query heads over the base's kv heads (shared keys)
+    # or over K1 and K2 as 2 x kv heads with V given to both (own keys); config.json says so
+    written = json.loads((out / "config.json").read_text())
     own_keys = model.peft_config["default"].negative_keys == "own"
     config = model.base_model.model.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    for idx, (key_width, value_width) in enumerate(got["cache_widths"]):
-        differential = idx in section["layers"]
-        assert key_width == (2 if differential and own_keys else 1) * head_dim and value_width == head_dim
+    kv_heads = (2 if own_keys else 1) * config.num_key_value_heads
+    assert (written["num_attention_heads"], written["num_key_value_heads"], written["head_dim"]) == (
+        2 * config.num_attention_heads, kv_heads, head_dim)
+    assert (written["difflora"]["attention_heads"], written["difflora"]["key_value_heads"]) == (
+        config.num_attention_heads, config.num_key_value_heads)
+    assert got["cache_shapes"] == [((kv_heads, head_dim), (kv_heads, head_dim))] * config.num_hidden_layers
 
 
 def test_folder_layout_and_model_card(exported):
@@ -212,12 +218,32 @@ def test_folder_layout_and_model_card(exported):
             "tokenizer.json", "tokenizer_config.json", "README.md", "generation_config.json"} <= names
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"] == {"AutoConfig": "configuration_difflora.DiffLoRALlamaConfig",
+                                  "AutoModel": "modeling_difflora.DiffLoRALlamaModel",
                                   "AutoModelForCausalLM": "modeling_difflora.DiffLoRALlamaForCausalLM"}
     assert config["model_type"] == "difflora_llama"
     card = (out / "README.md").read_text()
     assert "preset `difflora-32` with r=8, lora_alpha=16, positive_r=8, positive_alpha=16" in card
     assert f"difflora {difflora.__version__}" in card and "5.23.0 and 5.24.0" in card
     assert "base-llama" in card and "adapter-llama-difflora-32" in card
+    assert "vllm serve PATH --model-impl transformers --trust-remote-code" in card
+    assert "KV cache: 2x the base model's" in card  # own keys: K1 and K2 as kv heads, V for both
+    _, out, _, _ = exported[("llama", "difflora-shared-kv", "None")]
+    assert "KV cache: 1x the base model's" in (out / "README.md").read_text()
+
+
+def test_config_checks_written_for_the_base_run_with_its_head_counts(tmp_path):
+    """config.json states the attention call's heads (2H); the family config's own checks, such as Phi-3's
+    longrope factor lengths (head_dim / 2), still see the base's and pass."""
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 8, "long_factor": [2.0] * 8,
+            "original_max_position_embeddings": 16, "partial_rotary_factor": 1.0}
+    model = get_peft_model(tiny_model("phi3", vocab_size=384, rope_parameters=rope), case_config("difflora-32", None))
+    model.eval()
+    randomize(model, seed=11)
+    loaded = AutoModelForCausalLM.from_pretrained(export_standalone(model, tmp_path / "out"), trust_remote_code=True)
+    assert (loaded.config.num_attention_heads, loaded.config.difflora["attention_heads"]) == (8, 4)
+    ids = torch.randint(3, 300, (1, 24), generator=torch.Generator().manual_seed(1))  # past 16: long factors
+    with torch.no_grad():
+        assert (loaded.eval()(input_ids=ids).logits - model(input_ids=ids).logits).abs().max().item() <= TOLERANCE
 
 
 def test_shipped_source_files_import_only_torch_and_transformers():

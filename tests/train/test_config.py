@@ -103,3 +103,31 @@ def test_init_from_must_be_an_adapter_folder(tmp_path):
     assert load_train_config({**BASE, "init_from": str(tmp_path)}).init_from == str(tmp_path)
     with pytest.raises(UserError, match="full fine-tuning has no adapters"):
         load_train_config({**BASE, "method": {"type": "full"}, "init_from": str(tmp_path)})
+
+
+@pytest.mark.parametrize("installed,cuda,training,dtype,expected", [
+    (True, True, {"bf16": True}, "auto", "flash_attention_2"),   # bf16 weights on a GPU with flash_attn
+    (True, True, {}, "float16", "flash_attention_2"),
+    (False, True, {"bf16": True}, "auto", None),                 # not installed: transformers' default (sdpa)
+    (True, False, {"bf16": True}, "auto", None),                 # no GPU
+    (True, True, {"bf16": True, "use_cpu": True}, "auto", None),  # --device cpu on a GPU machine
+    (True, True, {}, "auto", None),                              # float32 weights: flash kernels take 16-bit only
+])
+def test_flash_attention_where_it_runs(monkeypatch, installed, cuda, training, dtype, expected):
+    import torch
+
+    from difflora.train import config
+
+    monkeypatch.setattr(config, "flash_attn_installed", lambda: installed)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    cfg = load_train_config({**BASE, "training": training, "dtype": dtype})
+    assert cfg.device == ("cuda" if cuda and not training.get("use_cpu") else "cpu")
+    assert cfg.attention_backend == expected
+    chosen = load_train_config({**BASE, "training": training, "dtype": dtype, "attn_implementation": "eager"})
+    assert chosen.attention_backend == "eager", "a config's own choice stands"
+
+
+def test_bf16_loads_the_base_in_bf16():
+    assert load_train_config({**BASE, "training": {"bf16": True}}).weights_dtype == "bfloat16"
+    assert load_train_config(BASE).weights_dtype == "float32"
+    assert load_train_config({**BASE, "training": {"bf16": True}, "dtype": "float32"}).weights_dtype == "float32"

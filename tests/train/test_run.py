@@ -79,6 +79,24 @@ def test_gradient_checkpointing_gives_the_same_losses(train_cfg, tmp_path):
     assert [loss for _, loss in checkpointed.losses] == pytest.approx([loss for _, loss in plain.losses], rel=1e-5)
 
 
+def test_bf16_mixed_precision_trains_float32_adapters_on_a_bf16_base(train_cfg):
+    """training.bf16 as on a GPU (here CPU autocast): the base loads in bf16 (dtype auto), the adapters
+    stay float32 (PEFT's autocast_adapter_dtype) and Trainer runs the forward under bf16 autocast."""
+    seen = {}
+
+    class Inspect(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            seen["bf16"] = args.bf16
+            seen["frozen"] = {p.dtype for p in model.parameters() if not p.requires_grad}
+            seen["trainable"] = {p.dtype for p in model.parameters() if p.requires_grad}
+
+    cfg = train_cfg()
+    cfg["training"]["bf16"] = True
+    result = run_training(cfg, quiet=True, callbacks=[Inspect()])
+    assert seen == {"bf16": True, "frozen": {torch.bfloat16}, "trainable": {torch.float32}}
+    assert len(result.losses) == 4 and all(torch.isfinite(torch.tensor(loss)) for _, loss in result.losses)
+
+
 def test_packing_trains(train_cfg):
     cfg = train_cfg()
     cfg["data"]["packing"] = True

@@ -79,13 +79,17 @@ def row_total(mass: dict, spans: dict) -> float:
 
 def _layer_maps(model, ids: torch.Tensor) -> list[dict]:
     """Per layer {"layer", "positive": H x T x T, "negative": H x T x T or None, "lambda": float,
-    "lambda_rows": what scales the negative map (lambda, or H x T x 1 for a per-token lambda)}."""
+    "lambda_rows": what scales the negative map (a scalar tensor, or H x T x 1 for a per-token lambda)}.
+    The maps stay on the model's device, float32; only the segment masses leave it, as floats."""
     if difflora_layers(model):
         layers = []
         for m in attention_maps(model, ids):
-            lam = m["lambda"]
-            rows = lam[0].T.unsqueeze(-1) if lam.dim() else float(lam)  # per-token: row t of head h
-            layers.append({"layer": m["layer"], "positive": m["positive"][0], "negative": m["negative"][0],
+            negative = m["negative"][0]
+            # the negative map is scaled where it is, in float32, whatever device and dtype the
+            # layer computed lambda in (bf16 weights give a bf16 lambda)
+            lam = m["lambda"].to(device=negative.device, dtype=torch.float32)
+            rows = lam[0].T.unsqueeze(-1) if lam.dim() else lam  # per-token: row t of head h
+            layers.append({"layer": m["layer"], "positive": m["positive"][0], "negative": negative,
                            "lambda": float(lam.mean()), "lambda_rows": rows})
         return layers
     with compat.eager_attention(model), torch.no_grad():
@@ -107,7 +111,7 @@ def analyse_prompt(model, tokenizer, rendered: str, needle: str, question_start:
         pos = segment_mass(layer["positive"], spans)
         neg = None
         if layer["negative"] is not None:
-            neg = segment_mass(layer["negative"] * layer.get("lambda_rows", layer["lambda"]), spans)
+            neg = segment_mass(layer["negative"] * layer["lambda_rows"], spans)
         result["positive"].append(pos)
         result["negative"].append(neg)
         result["net"].append({k: pos[k] - (neg[k] if neg else 0.0) for k in pos})

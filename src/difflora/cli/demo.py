@@ -9,7 +9,7 @@ import sys
 import time
 
 from ..validation import Choice, InputFile, OutputFolder, Whole
-from .options import kind
+from .options import device_option, kind
 
 
 def register(subparsers) -> None:
@@ -37,6 +37,8 @@ def register(subparsers) -> None:
                       help="a training config (e.g. configs/paper/difflora-64.yaml): its base model, data and training "
                            "settings replace the embedded default (a GPU run; default: none, the embedded base model)")
     demo.add_argument("--threads", type=kind(Whole(minimum=1)), help="CPU threads for torch (default: up to 2 on a CPU)")
+    device_option(demo, training=True, default_help="cuda when available; the adapters train and every model is "
+                                                    "evaluated there")
     demo.set_defaults(func=_demo)
 
 
@@ -47,7 +49,8 @@ def _demo(args) -> int:
     from ..demo.plan import DemoPlan, plan_from_config, quick_plan
     from ..errors import Interrupted
 
-    if args.threads is not None or not torch.cuda.is_available():
+    on_cpu = not torch.cuda.is_available() or (args.device is not None and torch.device(args.device).type == "cpu")
+    if args.threads is not None or on_cpu:
         torch.set_num_threads(args.threads or default_threads())
     plan = quick_plan() if args.quick else DemoPlan()
     if args.config:
@@ -59,7 +62,7 @@ def _demo(args) -> int:
     started = time.time()
     command = "difflora " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] else None
     try:
-        report = run_demo(plan, args.out, rebuild_base=args.rebuild_base, command=command)
+        report = run_demo(plan, args.out, rebuild_base=args.rebuild_base, command=command, device=args.device)
     except KeyboardInterrupt:
         raise Interrupted("run the same command again to continue where it stopped") from None
     except StopAfterStage as stop:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..quantization import NAMED as NAMED_QUANTIZATIONS
 from ..validation import Choice, InputFile, InputFolder, OutputFolder, Real, Text, Whole, check_output_folder
-from .options import Device, kind, model_spec
+from .options import device_option, kind, model_spec
 
 if TYPE_CHECKING:  # the evaluation package loads matplotlib: not at every command's start
     from ..evaluation.settings import EvalSettings
@@ -36,8 +36,7 @@ def _common(parser, needs_models: bool = True) -> None:
     parser.add_argument("--batch-size", type=POSITIVE, default=8, help="prompts per forward pass")
     parser.add_argument("--dtype", default="auto", type=kind(Choice(DTYPES)), help="weights' dtype: auto, float32, "
                         "bfloat16 or float16 (auto: as saved)")
-    parser.add_argument("--device", default=None, type=kind(Device()),
-                        help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    device_option(parser)
     parser.add_argument("--quantization", default=None, type=kind(Choice(QUANTIZATIONS)),
                         help="load every base quantized with bitsandbytes: nf4, fp4 (4-bit, double quantization) "
                              "or int8 (default: not quantized)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..validation import InputFolder, Text
-from .options import kind
+from .options import device_option, kind
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -25,11 +25,13 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="dtype of the base weights in the export (default: auto, the base checkpoint's own); "
                         "the adapter's weights stay float32 as trained")
+    device_option(p, default_help="cpu: folding the adapter into the weights needs no GPU; the folder written "
+                                  "is the same either way")
     p.set_defaults(func=_export)
 
 
 def _export(args) -> int:
     from ..export import export_standalone
 
-    print(export_standalone(args.adapter, args.out, base=args.base, dtype=args.dtype))
+    print(export_standalone(args.adapter, args.out, base=args.base, dtype=args.dtype, device=args.device))
     return 0

@@ -132,3 +132,39 @@ class Device(Kind):
         if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
             raise UserError(f"{name} {value}: no such CUDA device here ({torch.cuda.device_count()} visible); use cpu")
         return value
+
+
+class TrainingDevice(Device):
+    """--device of a command that trains (train, select, demo): cpu, or cuda for the first visible GPU
+    (Trainer places each process on its own GPU; torchrun / accelerate launch give one per GPU)."""
+
+    def allowed(self) -> str:
+        return "cpu or cuda"
+
+    def check(self, value, name):
+        import torch
+
+        value = super().check(value, name)
+        device = torch.device(value)
+        if device.type == "cuda" and device.index:
+            raise UserError(f"{name} {value}: training runs on the first visible GPU; choose GPU {device.index} "
+                            f"with CUDA_VISIBLE_DEVICES={device.index} and --device cuda")
+        if device.type not in ("cpu", "cuda"):
+            raise UserError(f"{name} must be {self.allowed()} for training, got '{value}'")
+        return value
+
+
+def device_option(parser, training: bool = False, default_help: str = "cuda when available") -> None:
+    """The --device option of a command that loads a model (the same everywhere)."""
+    parser.add_argument("--device", default=None, type=kind(TrainingDevice() if training else Device()),
+                        help=f"{'cpu or cuda' if training else 'cpu, cuda, cuda:1 ...'} (default: {default_help})")
+
+
+def training_overrides(device: str | None) -> list[str]:
+    """--device of a training command as config overrides: cpu -> training.use_cpu=true (Trainer
+    stays on the CPU), cuda -> use_cpu=false; none: the config decides (CUDA when available)."""
+    import torch
+
+    if device is None:
+        return []
+    return [f"training.use_cpu={'true' if torch.device(device).type == 'cpu' else 'false'}"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..validation import InputFile, Kind, OutputFolder, Real, Whole
-from .options import KeyValue, kind
+from .options import KeyValue, device_option, kind, training_overrides
 
 
 def register(subparsers) -> None:
@@ -31,6 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", type=kind(KeyValue()),
                    help="override a config value, e.g. --set training.learning_rate=2e-4 (repeatable; default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    device_option(p, training=True, default_help="cuda when available; cpu is training.use_cpu: true")
     p.set_defaults(func=_select)
 
 
@@ -57,6 +58,6 @@ def _select(args) -> int:
 
     result = run_selection(args.config, method=args.method, sampling_rate=args.sampling_rate, budget=args.budget,
                            search_steps=args.search_steps, out_dir=args.out, heldout_fraction=args.heldout_fraction,
-                           overrides=args.overrides, progress=not args.quiet)
+                           overrides=[*args.overrides, *training_overrides(args.device)], progress=not args.quiet)
     print(result.config_path)
     return 0

@@ -6,7 +6,7 @@ import shlex
 import sys
 
 from ..validation import InputFile, Real, Text, Whole
-from .options import KeyValue, kind, model_spec
+from .options import KeyValue, device_option, kind, model_spec, training_overrides
 
 
 def register(subparsers) -> None:
@@ -17,6 +17,7 @@ def register(subparsers) -> None:
     train.add_argument("--resume", action="store_true",
                        help="continue from the newest complete checkpoint in output_dir")
     train.add_argument("--quiet", action="store_true", help="no progress bar or TensorBoard")
+    device_option(train, training=True, default_help="cuda when available; cpu is training.use_cpu: true")
     train.set_defaults(func=_train)
 
     gen = subparsers.add_parser("generate", help="chat with a trained output folder")
@@ -26,6 +27,7 @@ def register(subparsers) -> None:
     gen.add_argument("--max-new-tokens", type=kind(Whole(minimum=1)), default=128, help="tokens per reply at most")
     gen.add_argument("--temperature", type=kind(Real(minimum=0)), default=0.0, help="sampling temperature; 0 = greedy")
     gen.add_argument("--system", type=kind(Text()), default=None, help="a system message (default: none)")
+    device_option(gen)
     gen.set_defaults(func=_generate)
 
 
@@ -35,7 +37,7 @@ def _train(args) -> int:
     from ..train.checkpoints import latest_complete_checkpoint
     from ..train.runner import completed_run
 
-    cfg = load_train_config(args.config, args.overrides)
+    cfg = load_train_config(args.config, [*args.overrides, *training_overrides(args.device)])
     done = completed_run(cfg)
     if done is not None:
         print(f"difflora train: '{cfg.output_dir}' already holds this finished run; nothing to do", file=sys.stderr)
@@ -61,7 +63,7 @@ def _generate(args) -> int:
     if not args.prompt and sys.stdin.isatty():
         print("difflora generate: type a message per line (Ctrl-D to end)", file=sys.stderr)
 
-    model, tokenizer = load_for_chat(args.output)
+    model, tokenizer = load_for_chat(args.output, args.device)
     prompts = args.prompt or [line.strip() for line in sys.stdin if line.strip()]
     for prompt in prompts:
         reply = chat(model, tokenizer, prompt, args.max_new_tokens, args.temperature, args.system)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def differential_attention(
@@ -115,4 +116,5 @@ class HeadRMSNorm(nn.RMSNorm):
         super().__init__(head_dim, eps=1e-5, dtype=torch.float32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        """Normalised in float32 whatever the dtypes of x and the weight; returned in x's dtype."""
+        return F.rms_norm(x.float(), self.normalized_shape, self.weight.float(), self.eps).to(x.dtype)

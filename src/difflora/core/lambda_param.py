@@ -1,4 +1,9 @@
-"""lambda, the weight of the negative (denoising) attention map."""
+"""lambda, the weight of the negative (denoising) attention map.
+
+Every form is a module called the same way, `lam(hidden_states)`, with the layer's input: the fixed
+and learned forms ignore it, the per-token form reads it. A fixed lambda is a Python float, so it stays
+exact whatever the model is cast to and is a constant in a compiled graph.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +22,23 @@ def resolve_lambda_init(lambda_init: float | None, layer_idx: int) -> float:
     return depth_schedule(layer_idx) if lambda_init is None else float(lambda_init)
 
 
+class FixedLambda(nn.Module):
+    """lambda = lambda_init, not trained (and not saved: the config holds it)."""
+
+    def __init__(self, lambda_init: float):
+        super().__init__()
+        self.lambda_init = lambda_init
+
+    def forward(self, hidden_states: torch.Tensor | None = None) -> float:
+        return self.lambda_init
+
+
 class LearnedLambda(nn.Module):
     """lambda = exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init, one scalar per layer shared by heads.
 
     The four vectors are initialised from N(0, 0.1^2), so lambda starts at lambda_init +- ~0.1.
-    Parameters stay float32 and lambda is computed in float32 whatever the base dtype (the
-    reference code mixed half and float32 here).
+    lambda is computed in float32 whatever the parameters' dtype (the reference code mixed half and
+    float32 here); the parameters are float32 unless the whole model is cast.
     """
 
     def __init__(self, head_dim: int, lambda_init: float):
@@ -38,7 +54,8 @@ class LearnedLambda(nn.Module):
         for p in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2):
             nn.init.normal_(p, mean=0.0, std=0.1)
 
-    def forward(self) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+        """A float32 scalar on the parameters' device (the input is not read)."""
         q1, k1, q2, k2 = (p.float() for p in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2))
         return torch.exp(torch.dot(q1, k1)) - torch.exp(torch.dot(q2, k2)) + self.lambda_init
 
@@ -71,7 +88,8 @@ class TokenLambda(nn.Module):
     still gets a gradient from the first step (d lambda / d w_h = lambda (1 - lambda) x_t). The
     sigmoid keeps lambda in (0, 1): the negative term can only subtract, never flip the sign of O.
     No extra scale: (0, 1) covers the scalar forms' range (the depth schedule runs 0.2 to 0.8).
-    Parameters and the computation stay float32 whatever the base dtype.
+    Parameters are float32 (PEFT keeps adapters there on a half-precision base) unless the whole model
+    is cast (`model.to(torch.bfloat16)`); the input is cast to their dtype and lambda is float32 either way.
     """
 
     def __init__(self, hidden_size: int, num_heads: int, lambda_init: float):
@@ -87,6 +105,8 @@ class TokenLambda(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.constant_(self.proj.bias, math.log(self.lambda_init / (1.0 - self.lambda_init)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., hidden) -> (..., heads), float32."""
-        return torch.sigmoid(self.proj(x.float()))
+    def forward(self, hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., hidden) -> (..., heads), float32, on the input's device."""
+        if hidden_states is None:
+            raise ValueError("a per-token lambda depends on the input: pass the layer's hidden states")
+        return torch.sigmoid(self.proj(hidden_states.to(self.proj.weight.dtype)).float())

@@ -38,9 +38,11 @@ def stage_names(plan: DemoPlan) -> list[str]:
 
 
 class Demo:
-    def __init__(self, plan: DemoPlan, out_dir: str, rebuild_base: bool = False, command: str | None = None):
+    def __init__(self, plan: DemoPlan, out_dir: str, rebuild_base: bool = False, command: str | None = None,
+                 device: str | None = None):
         check_plan(plan)
         self.plan, self.out, self.rebuild_base, self.command = plan, out_dir, rebuild_base, command
+        self.device = device  # None: cuda when available; not part of any fingerprint (where, not what)
         self.state = DemoState(out_dir)
         self.names = stage_names(plan)
         self.base_path: str | None = None
@@ -108,6 +110,8 @@ class Demo:
         fingerprint = self._hash({**config, "method": method.as_dict()},
                                  self.state.stages.get("data", {}).get("fingerprint"), self._base_id(),
                                  self.plan.select_steps if name in DIFFORA_MODELS else None)
+        if self.device is not None:  # after the fingerprint: a run resumed on another device is the same run
+            config["training"]["use_cpu"] = torch.device(self.device).type == "cpu"
         if name in DIFFORA_MODELS:
             config = self._select(name, config, fingerprint)
         self.adapters[name] = output_dir
@@ -168,7 +172,7 @@ class Demo:
         self.state.start(stage, fingerprint)
         started = time.time()
         spec = ModelSpec(self.base_path, self.adapters.get(label))
-        model, tokenizer = load_model(spec, device="cuda" if torch.cuda.is_available() else None)
+        model, tokenizer = load_model(spec, device=self.device or ("cuda" if torch.cuda.is_available() else None))
         evaluate_model(plan, label, model, tokenizer, self.out, self.heldout_file, log=console.print)
         self.state.finish(stage, fingerprint, time.time() - started)
 
@@ -191,11 +195,13 @@ class Demo:
         return fingerprint(parts)
 
 
-def run_demo(plan: DemoPlan, out_dir: str = "runs/demo", rebuild_base: bool = False, command: str | None = None) -> str:
-    """Runs the demo, or finishes an interrupted one; returns the path of report.md."""
+def run_demo(plan: DemoPlan, out_dir: str = "runs/demo", rebuild_base: bool = False, command: str | None = None,
+             device: str | None = None) -> str:
+    """Runs the demo, or finishes an interrupted one; returns the path of report.md. device: where
+    the adapters train and every model is evaluated, cpu or cuda (default: cuda when available)."""
     from transformers import AutoConfig
 
-    demo = Demo(plan, out_dir, rebuild_base, command)
+    demo = Demo(plan, out_dir, rebuild_base, command, device)
     demo.base()
     demo.data()
     hidden_size = AutoConfig.from_pretrained(demo.base_path).hidden_size

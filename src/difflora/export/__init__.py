@@ -25,13 +25,14 @@ from .writer import check_out_dir, standalone_model, write_folder
 
 
 def export_standalone(source: str | os.PathLike | nn.Module, out_dir: str | os.PathLike, *, base: str | None = None,
-                      dtype: str = "auto", tokenizer=None) -> Path:
+                      dtype: str = "auto", tokenizer=None, device: str | None = None) -> Path:
     """Write the model `source` (a DiffLoRA adapter folder, or a PeftModel with an active DiffLoRA
     adapter) to the new or empty folder `out_dir`; returns its path.
 
     base: the base model for an adapter folder (default: the one its adapter_config.json names).
     dtype: the dtype the base is loaded in for an adapter folder ("auto": the checkpoint's own).
     tokenizer: a tokenizer (object or folder) to ship; default: the adapter folder's, else the base's.
+    device: where an adapter folder's model is loaded to fold the weights (default: the CPU).
     """
     from .. import __version__
     from ..loading import load_model
@@ -39,7 +40,7 @@ def export_standalone(source: str | os.PathLike | nn.Module, out_dir: str | os.P
     out = check_out_dir(out_dir)
     if isinstance(source, (str, os.PathLike)):
         spec, _ = read_adapter(source, base)
-        model, loaded_tokenizer = load_model(spec, dtype=dtype)
+        model, loaded_tokenizer = load_model(spec, dtype=dtype, device=device)
         tokenizer = tokenizer or tokenizer_folder(spec) or loaded_tokenizer
         base_name, source_name = spec.base, spec.adapter
     else:

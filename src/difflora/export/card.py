@@ -38,9 +38,21 @@ def model_card(*, base: str, source: str, config: DiffLoRAConfig, section: dict,
     fields = "\n".join(f"| `{f}` | `{getattr(config, f)!r}` |" for f in METHOD_FIELDS if hasattr(config, f))
     layer_rows = "\n".join(f"| {layer} | {init:.4f} | {lam} |"
                            for layer, init, lam in zip(section["layers"], section["lambda_init"], lambdas))
-    shared_keys = section["negative_keys"] == "shared"
-    cache = ("the cache is the base model's (K2 = K1)" if shared_keys
-             else "K2 is cached beside K1 in the key slot, so the KV cache is 1.5x the base model's")
+    heads, kv_heads = section["attention_heads"], section["key_value_heads"]
+    own_keys = section["negative_keys"] == "own"
+    call_kv = 2 * kv_heads if own_keys else kv_heads
+    if own_keys:
+        call = (f"{2 * heads} query heads (Q1's and Q2's {heads} each) over {call_kv} kv heads (K1's and K2's "
+                f"{kv_heads} each, V given to both)")
+        cache = ("2x the base model's: K2 must be cached, and a serving engine's paged cache holds keys and "
+                 "values for the same kv heads, so V is stored for K1's and K2's heads alike")
+    else:
+        call = f"{2 * heads} query heads (Q1's and Q2's {heads} each) over the base's {kv_heads} kv heads (K2 = K1)"
+        cache = "the base model's"
+    plain = "" if config.layers_to_transform is None else (
+        "\n* Layers without DiffLoRA make the same call with their own heads twice (the second half dropped), "
+        "since an engine gives every layer one size: twice the attention work there"
+        + (", and 2x cache" if own_keys else "") + ".")
     return f"""---
 library_name: transformers
 base_model: {base}
@@ -63,8 +75,35 @@ tokenizer = AutoTokenizer.from_pretrained("PATH")
 
 `trust_remote_code=True` runs `modeling_difflora.py` and `configuration_difflora.py` from this folder
 (they import only torch and transformers; class `{class_name}` subclasses the base family's own
-transformers model and replaces the attention of the listed layers). Tested with transformers
-{" and ".join(TESTED_TRANSFORMERS)}. Cached generation works with transformers' own caches: {cache}.
+transformers model and replaces its attention). Tested with transformers {" and ".join(TESTED_TRANSFORMERS)}.
+
+Each layer computes both terms in ONE attention call: {call}; the output splits back into the two terms,
+and lambda, the normalisation and `o_proj` follow in the layer. The KV cache is {cache}.
+`config.json` states the call's head counts (`num_attention_heads` {2 * heads}, `num_key_value_heads`
+{call_kv}, `head_dim`), because serving engines size their attention and cache from them; the base's are
+`difflora.attention_heads` {heads} and `difflora.key_value_heads` {kv_heads}. Cached generation works with
+transformers' own caches and attention backends.
+
+## Serving (vLLM, SGLang)
+
+The model keeps the contract of the serving engines' Transformers backends: kwargs reach the attention
+function, attention is one `ALL_ATTENTION_FUNCTIONS` call per layer (the engine's paged attention, which
+keeps the KV cache by `module.layer_idx`), and the model classes set `_supports_attention_backend = True`;
+`auto_map` names `AutoModel`, which the engines load.
+
+```bash
+vllm serve PATH --model-impl transformers --trust-remote-code
+python -m sglang.launch_server --model-path PATH --model-impl transformers --trust-remote-code
+```
+
+(Not run by difflora's tests, whose machines have no engine; they play the engine's attention function
+instead: its own KV store by layer, one token per step, and the model's own logits and greedy tokens.)
+
+* KV cache: {"2x" if own_keys else "1x"} the base model's.
+* The adapter's parts that transformers keeps float32 (`q2_proj`, `k2_proj`, lambda, the GroupNorm
+  weight) run in the engine's serving dtype (one dtype for every weight), so bf16 serving is not bit-equal
+  to transformers' bf16 run.
+* Tensor parallelism: not yet (the negative factors are not in the model's TP plan): one GPU per replica.{plain}
 
 ## How it was made
 
@@ -86,3 +125,4 @@ transformers model and replaces the attention of the listed layers). Tested with
 | --- | --- | --- |
 {layer_rows}
 """
+

@@ -37,6 +37,7 @@ class StandaloneWeights:
     section: dict  # config.difflora of the exported model
     state_dict: dict[str, torch.Tensor]
     adapter_name: str
+    head_dim: int  # the base's (config.json states it: serving engines size their cache by it)
 
 
 def standalone_weights(peft_model: nn.Module) -> StandaloneWeights:
@@ -52,9 +53,12 @@ def standalone_weights(peft_model: nn.Module) -> StandaloneWeights:
     for layer in layers:
         state.update(_layer_weights(layer, adapter, names[layer]))
     first = settings[0]
+    heads = hf_model.config.num_attention_heads
     section = {
         "format": FORMAT,
         "layers": [layer.layer_idx for layer in layers],
+        "attention_heads": heads,
+        "key_value_heads": getattr(hf_model.config, "num_key_value_heads", None) or heads,
         "negative_base": first.negative_base,
         "negative_keys": "shared" if first.shared_keys else "own",
         "negative_rank": state[f"{names[layers[0]]}.q2_proj.A.weight"].shape[0],
@@ -63,7 +67,7 @@ def standalone_weights(peft_model: nn.Module) -> StandaloneWeights:
         "group_norm": first.group_norm,
         "rescale": first.rescale,
     }
-    return StandaloneWeights(family, section, state, adapter)
+    return StandaloneWeights(family, section, state, adapter, layers[0].base_layer.head_dim)
 
 
 def _active_adapter(peft_model: nn.Module) -> str:

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import UserError
 from .standalone import modeling_difflora
+from .standalone.configuration_difflora import call_heads
 from .weights import StandaloneWeights
 
 SOURCE_FILES = ("configuration_difflora.py", "modeling_difflora.py")
@@ -44,9 +45,14 @@ def standalone_model(hf_model: nn.Module, weights: StandaloneWeights) -> nn.Modu
         raise UserError(f"difflora export cannot write model type '{weights.family}' yet: it writes "
                         f"{', '.join(sorted(modeling_difflora.CAUSAL_LM_CLASSES))}")
     base_config = {k: v for k, v in hf_model.config.to_dict().items() if k not in BASE_ONLY_CONFIG_KEYS}
-    config = cls.config_class.from_dict({**base_config, "difflora": weights.section})
-    config.auto_map = {
+    # The head counts of the one attention call per layer (serving engines size their cache by them);
+    # the base's stay in the difflora entry.
+    heads, kv_heads = call_heads(weights.section)
+    config = cls.config_class.from_dict({**base_config, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+                                         "head_dim": weights.head_dim, "difflora": weights.section})
+    config.auto_map = {  # AutoModel: what vLLM's and SGLang's transformers backends instantiate
         "AutoConfig": f"configuration_difflora.{cls.config_class.__name__}",
+        "AutoModel": f"modeling_difflora.{cls.model_class.__name__}",
         "AutoModelForCausalLM": f"modeling_difflora.{cls.__name__}",
     }
     with torch.device("meta"):

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import UserError
 from ..loading import load_base, load_chat_tokenizer
-from ..train.config import TrainConfig, load_train_config, read_yaml_config
+from ..train.config import PLACEMENT_KEYS, TrainConfig, load_train_config, read_yaml_config
 from ..train.method_spec import MethodSpec
 from ..validation import check_output_folder
 from .candidates import Candidate
@@ -164,15 +164,19 @@ def _method_for(cfg: TrainConfig, kind: str | None) -> MethodSpec:
 
 
 def _load(cfg: TrainConfig):
-    device = "cuda" if torch.cuda.is_available() else None
-    model, _ = load_base(cfg.model, dtype=cfg.weights_dtype, attn_implementation=cfg.attn_implementation,
-                         device=device)
+    # where training would run (training.use_cpu, `--device`), with the same weights and attention backend
+    model, _ = load_base(cfg.model, dtype=cfg.weights_dtype, attn_implementation=cfg.attention_backend,
+                         device=cfg.device)
     tokenizer = load_chat_tokenizer(*cfg.tokenizer_source)
     return model, tokenizer
 
 
 def _train_dict(cfg: TrainConfig) -> dict:
-    return {k: v for k, v in cfg.to_dict().items() if v is not None}
+    """The config for the selection's train_config.yaml, less where the search ran (`--device`): the
+    training that follows may run elsewhere."""
+    out = {k: v for k, v in cfg.to_dict().items() if v is not None}
+    out["training"] = {k: v for k, v in out.get("training", {}).items() if k not in PLACEMENT_KEYS}
+    return out
 
 
 def _free_memory() -> None:

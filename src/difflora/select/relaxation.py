@@ -126,7 +126,8 @@ def _attach_lora_gate(layer: nn.Module, index: int, arch: ArchitectureWeights):
     adapter = layer.active_adapters[0]
 
     def scale_delta(_module, _inputs, output):
-        return output * arch()[index].to(output.dtype)
+        # the gate lives on the first device; a model spread by a device_map computes this layer elsewhere
+        return output * arch()[index].to(device=output.device, dtype=output.dtype)
 
     # The PEFT layer computes result + lora_B(lora_A(x)) * scaling: scaling lora_B's output scales the delta.
     return layer.lora_B[adapter].register_forward_hook(scale_delta)
@@ -140,7 +141,7 @@ def _attach_difflora_gate(layer: nn.Module, index: int, arch: ArchitectureWeight
             raise RuntimeError("the DiffoRA relaxation recomputes the plain attention and cannot share a KV cache: "
                                "run the search model with use_cache=False")
         base = module.base_layer(*args, **kwargs)[0]
-        weight = arch()[index].to(base.dtype)
+        weight = arch()[index].to(device=base.device, dtype=base.dtype)
         return (base + weight * (output[0] - base), *output[1:])
 
     return layer.register_forward_hook(mix_with_base, with_kwargs=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import yaml
 
 from ..errors import UserError
@@ -21,6 +23,8 @@ TOP_LEVEL_KEYS = ("model", "tokenizer", "output_dir", "method", "data", "trainin
                   "init_from", "quantization")
 # Sections whose string values that read as numbers are numbers (paths and names elsewhere stay strings).
 NUMERIC_SECTIONS = ("method", "training")
+HALF_DTYPES = ("bfloat16", "bf16", "float16", "fp16")  # the dtypes flash-attention kernels take
+PLACEMENT_KEYS = ("use_cpu",)  # training settings that say where a run trains, not what it trains (--device)
 
 
 @dataclass
@@ -43,7 +47,7 @@ class TrainConfig:
     training: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None
     dtype: str = "auto"  # auto: bf16 weights when training.bf16, else float32
-    attn_implementation: str | None = None
+    attn_implementation: str | None = None  # None: see attention_backend
     # a PEFT adapter folder of the same method whose weights the adapters start from (e.g. the
     # weights a DiffoRA search learned: `difflora select` writes this key); None: the usual init
     init_from: str | None = None
@@ -58,6 +62,17 @@ class TrainConfig:
         return "bfloat16" if self.training.get("bf16") else "float32"
 
     @property
+    def device(self) -> str:
+        """Where the model trains: "cpu" with training.use_cpu (`--device cpu`) or without CUDA, else
+        "cuda" (Trainer puts each process on its own GPU)."""
+        return "cpu" if self.training.get("use_cpu") or not torch.cuda.is_available() else "cuda"
+
+    @property
+    def attention_backend(self) -> str | None:
+        """The attention backend the base loads with: `attn_implementation`, else default_attention."""
+        return self.attn_implementation or default_attention(self.device, self.weights_dtype)
+
+    @property
     def tokenizer_source(self) -> tuple[str, str]:
         """Where the tokenizer comes from, and what errors call that place (tokenizer or model)."""
         return (self.tokenizer, "tokenizer") if self.tokenizer else (self.model, "model")
@@ -65,6 +80,17 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """The config as its YAML file holds it (the method as its `method:` section)."""
         return {**dataclasses.asdict(self), "method": self.method.as_dict()}
+
+
+def default_attention(device: str, dtype: str) -> str | None:
+    """flash_attention_2 where it runs: the flash_attn package installed, a CUDA device and bf16/fp16
+    weights; else None, transformers' own default (sdpa, or eager for a family without sdpa)."""
+    fast = device == "cuda" and dtype in HALF_DTYPES and flash_attn_installed()
+    return "flash_attention_2" if fast else None
+
+
+def flash_attn_installed() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
 
 
 def load_train_config(source: str | os.PathLike | dict, overrides: list[str] | None = None) -> TrainConfig:

@@ -26,7 +26,7 @@ from ..loading import load_base, load_chat_tokenizer
 from ..quantization import prepare_for_training
 from .chat_data import ChatCollator, ReadStats, build_dataset
 from .checkpoints import latest_complete_checkpoint
-from .config import TrainConfig, load_train_config, read_yaml_config
+from .config import PLACEMENT_KEYS, TrainConfig, load_train_config, read_yaml_config
 from .fsdp import check_fsdp_arguments
 from .method import load_initial_weights, prepare_model
 from .method_spec import MethodSpec
@@ -168,11 +168,14 @@ def completed_run(cfg: TrainConfig) -> TrainResult | None:
 
 
 def _comparable(config: dict, keys: tuple[str, ...] | None = None) -> dict:
-    """The config as JSON values, without output_dir (a moved folder is still the same run) and without
+    """The config as JSON values, without output_dir (a moved folder is still the same run), without
+    where it trains (PLACEMENT_KEYS: a run finished on a GPU is found again from a CPU) and without
     unset settings (a run saved before a setting existed is the same run as one leaving it unset)."""
     plain = json.loads(json.dumps(config, default=str))
     plain.pop("output_dir", None)
     plain = {k: v for k, v in plain.items() if v is not None}
+    if isinstance(plain.get("training"), dict):
+        plain["training"] = {k: v for k, v in plain["training"].items() if k not in PLACEMENT_KEYS}
     if isinstance(plain.get("method"), dict):  # a section saved without `type:` is the same method
         plain["method"] = _method_section(plain["method"])
     return {k: plain.get(k) for k in keys} if keys else plain
@@ -217,8 +220,10 @@ def _notice(message: str) -> None:
 
 
 def _load_model(cfg: TrainConfig):
-    model, _ = load_base(cfg.model, dtype=cfg.weights_dtype, attn_implementation=cfg.attn_implementation,
-                         quantization=cfg.quantization)
+    # Trainer (Accelerate) moves the model to each process's GPU; a quantized base is placed as it loads,
+    # so --device cpu (training.use_cpu) must reach it here
+    model, _ = load_base(cfg.model, dtype=cfg.weights_dtype, attn_implementation=cfg.attention_backend,
+                         quantization=cfg.quantization, device="cpu" if cfg.device == "cpu" else None)
     model = prepare_for_training(model)  # a quantized base as QLoRA prepares it; a float base is untouched
     if _checkpointing_names(cfg.training).get(CHECKPOINTING):
         model.config.use_cache = False  # the cache is useless in training and clashes with recomputation

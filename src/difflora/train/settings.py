@@ -22,7 +22,7 @@ TOP_LEVEL: dict[str, Kind] = {
     "tokenizer": Text(nullable=True),
     "output_dir": OutputFolder(),
     "dtype": Choice(DTYPES, nullable=True),
-    "attn_implementation": Text(nullable=True),
+    "attn_implementation": Text(nullable=True),  # null: TrainConfig.attention_backend chooses (flash-attn or sdpa)
     "init_from": Text(nullable=True),
 }
 

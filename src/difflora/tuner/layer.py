@@ -5,7 +5,8 @@ saved with the adapter) and adds, per adapter name:
   difflora_q2 / difflora_k2   negative low-rank projections (q2 always; k2 unless negative_keys == "shared",
                               where K2 = K1 and both terms run as one attention call)
   difflora_q1 / difflora_k1   positive LoRA on Q1/K1 (when positive_r > 0)
-  difflora_lambda             learned lambda (lambda_mode "learned": LearnedLambda; "token": TokenLambda)
+  difflora_lambda             lambda, called as lam(hidden_states) (core/lambda_param.py: FixedLambda,
+                              LearnedLambda or TokenLambda by lambda_mode)
   difflora_norm               per-head RMSNorm (when group_norm)
   difflora_dropout            one dropout per adapter projection (q1, k1, q2, k2), so each draws its
                               own mask, as in the authors' layer and PEFT's LoRA
@@ -21,7 +22,7 @@ from torch import nn
 
 from .. import compat
 from ..core.attention import HeadRMSNorm, differential_attention, shared_key_attention, stack_head_pairs
-from ..core.lambda_param import LearnedLambda, TokenLambda, resolve_lambda_init
+from ..core.lambda_param import FixedLambda, LearnedLambda, TokenLambda, resolve_lambda_init
 from ..core.lowrank import LowRank
 from .config import DiffLoRAConfig
 
@@ -55,6 +56,7 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         # Refuse an attention interface we do not reproduce before anything is built (no silent drift).
         self.cache_kwarg = compat.check_attention_module(base_layer, family)
         self.rotary = compat.rotary_function(family)
+        self.eager = compat.eager_function(family)
         self.layer_idx = compat.layer_index(base_layer)
         self.difflora_q1 = nn.ModuleDict()
         self.difflora_k1 = nn.ModuleDict()
@@ -79,8 +81,6 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         base = self.base_layer
         hidden, q_out, kv_out = compat.projection_shapes(base, self.family)
         lambda_init = resolve_lambda_init(config.lambda_init, self.layer_idx)
-        if (config.rescale or config.group_norm) and abs(1.0 - lambda_init) < 1e-6:
-            raise ValueError(f"layer {self.layer_idx}: lambda_init = 1 leaves nothing to rescale by")
         self.settings[adapter_name] = LayerSettings(
             lambda_mode=config.lambda_mode,
             lambda_init=lambda_init,
@@ -99,10 +99,11 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         if config.positive_r > 0:
             self.difflora_q1[adapter_name] = LowRank(hidden, q_out, config.positive_r, config.positive_alpha, "lora")
             self.difflora_k1[adapter_name] = LowRank(hidden, kv_out, config.positive_r, config.positive_alpha, "lora")
-        if config.lambda_mode == "learned":
-            self.difflora_lambda[adapter_name] = LearnedLambda(base.head_dim, lambda_init)
-        elif config.lambda_mode == "token":
-            self.difflora_lambda[adapter_name] = TokenLambda(hidden, q_out // base.head_dim, lambda_init)
+        self.difflora_lambda[adapter_name] = {
+            "fixed": lambda: FixedLambda(lambda_init),
+            "learned": lambda: LearnedLambda(base.head_dim, lambda_init),
+            "token": lambda: TokenLambda(hidden, q_out // base.head_dim, lambda_init),
+        }[config.lambda_mode]()
         if config.group_norm:
             self.difflora_norm[adapter_name] = HeadRMSNorm(base.head_dim)
         self.difflora_dropout[adapter_name] = nn.ModuleDict({
@@ -113,27 +114,26 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         self.set_adapter(self.active_adapters)
 
     def _move_adapter_to_device_of_base_layer(self, adapter_name: str, device=None) -> None:
-        # Adapters live on the base weights' device but keep float32 (PEFT's autocast convention).
-        device = device or base_weight_device(self.base_layer)
+        # PEFT's convention: adapters take the device and, for a float base, the dtype of the base weight;
+        # PeftModel then upcasts half-precision adapters to float32 unless autocast_adapter_dtype=False.
+        # A quantized base (integer storage) leaves the adapters in float32.
+        weight = compat.query_key_weights(self.base_layer, self.family)[0]
+        device = device or weight.device
         if device.type == "meta":
             return
+        dtype = weight.dtype if weight.dtype.is_floating_point else None
         for name in self.adapter_layer_names:
             modules = getattr(self, name)
             if adapter_name in modules and not any(p.is_meta for p in modules[adapter_name].parameters()):
-                modules[adapter_name].to(device)  # meta (low_cpu_mem_usage) adapters are filled by the loader
+                # (meta adapters, from low_cpu_mem_usage, are filled by the loader)
+                modules[adapter_name].to(device=device, dtype=dtype)
 
     # ----------------------------------------------------------------------------------------
     # lambda
-    def current_lambda(self, adapter_name: str, hidden_states: torch.Tensor | None = None) -> torch.Tensor:
-        """A float32 scalar, or (batch, query, heads) for lambda_mode "token" (which needs the layer input)."""
-        settings = self.settings[adapter_name]
-        if settings.lambda_mode == "token":
-            if hidden_states is None:
-                raise ValueError("a per-token lambda depends on the input: pass the layer's hidden states")
-            return self.difflora_lambda[adapter_name](hidden_states)
-        if settings.lambda_mode == "learned":
-            return self.difflora_lambda[adapter_name]()
-        return torch.tensor(settings.lambda_init, dtype=torch.float32)
+    def current_lambda(self, adapter_name: str, hidden_states: torch.Tensor | None = None) -> torch.Tensor | float:
+        """A float (fixed), a float32 scalar tensor (learned), or (batch, query, heads) float32 for
+        lambda_mode "token" (which needs the layer input); tensors are on the layer's device."""
+        return self.difflora_lambda[adapter_name](hidden_states)
 
     def _active(self) -> str | None:
         active = [a for a in self.active_adapters if a in self.settings]
@@ -183,13 +183,14 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
             return self.base_layer(hidden_states, position_embeddings=position_embeddings,
                                    attention_mask=attention_mask, **{self.cache_kwarg: cache}, **kwargs)
         settings = self.settings[adapter]
-        lam = self.current_lambda(adapter, hidden_states).to(hidden_states.device)
+        lam = self.current_lambda(adapter, hidden_states)
         if settings.lambda_mode == "token":
             self.last_token_lambda = lam.detach()  # a reference, no copy: difflora.lambdas summarises it
         attend = self._shared_key_attention if settings.shared_keys else self._own_key_attention
         out, maps = attend(adapter, hidden_states, position_embeddings, attention_mask, cache, lam, kwargs)
-        if self.capture_maps:
-            self.captured = {"positive": maps[0], "negative": maps[1], "lambda": lam.detach().float().cpu()}
+        if self.capture_maps:  # difflora.attention_maps: everything stays on the device it was computed on
+            lam_tensor = torch.as_tensor(lam, dtype=torch.float32, device=out.device).detach().float()
+            self.captured = {"positive": maps[0], "negative": maps[1], "lambda": lam_tensor}
         if settings.group_norm:
             out = self.difflora_norm[adapter](out) * (1.0 - settings.lambda_init)
         elif settings.rescale:
@@ -240,11 +241,11 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
 
         if cache is not None:
             # K2 is cached beside K1 in the key slot (transformers 5 caches allow keys wider than values).
-            keys, v = compat.update_cache(cache, torch.cat([k1, k2], dim=-1), v, base.layer_idx,
+            keys, v = compat.update_cache(cache, torch.cat([k1, k2], dim=-1), v, self.layer_idx,
                                           self.cache_kwarg, kwargs)
             k1, k2 = keys.split(base.head_dim, dim=-1)
 
-        return differential_attention(compat.attention_backend(base, self.family), base, (q1, k1), (q2, k2), v, attention_mask,
+        return differential_attention(compat.attention_backend(base, self.eager), base, (q1, k1), (q2, k2), v, attention_mask,
                                       lam, **self._backend_kwargs(kwargs))
 
     def _shared_key_attention(self, adapter, hidden_states, position_embeddings, attention_mask, cache, lam,
@@ -263,20 +264,15 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         queries, k = self.rotary(queries, k, cos, sin)
 
         if cache is not None:
-            k, v = compat.update_cache(cache, k, v, base.layer_idx, self.cache_kwarg, kwargs)
+            k, v = compat.update_cache(cache, k, v, self.layer_idx, self.cache_kwarg, kwargs)
 
         # A decoding step (one query token) packs the 2H heads as rows of their kv head where the
         # backend allows it: the cached keys and values are then read once, not expanded to 2H heads.
         pack = queries.shape[2] == 1 and compat.packs_query_rows(base)
         module = compat.paired_heads(base, kv_heads if pack else queries.shape[1], kv_heads)
-        return shared_key_attention(compat.attention_backend(base, self.family), module, queries, k, v, attention_mask, lam,
+        return shared_key_attention(compat.attention_backend(base, self.eager), module, queries, k, v, attention_mask, lam,
                                     pack_single_query=pack, **self._backend_kwargs(kwargs))
 
     def __repr__(self) -> str:
         return "difflora." + super().__repr__()
 
-
-def base_weight_device(module: nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")

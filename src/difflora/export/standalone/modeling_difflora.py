@@ -2,17 +2,30 @@
 
 Written by `difflora export`; tested with transformers 5.23.0 and 5.24.0 (TESTED_TRANSFORMERS).
 Each class subclasses its family's own transformers class, so loading, generation, caches and
-attention backends are transformers' own; only the attention of the layers listed in
-config.difflora["layers"] is replaced by DifferentialAttention, which computes
+attention backends are transformers' own; the attention of every decoder layer is DifferentialAttention,
+which in the layers config.difflora["layers"] names computes
 
     O = Attn(Q1, K1, V) - lambda * Attn(Q2, K2, V)
 
 Q1/K1 come from q_proj/k_proj (positive adapters already folded in), Q2/K2 from the low-rank
 factors q2_proj/k2_proj (added to q_proj/k_proj in the "shared" form), or K2 = K1 with shared keys.
-Each term is one call of the configured attention backend (sdpa, eager, flash, flex), so its masking
-(padding, sliding window) holds for both. In the cache, K2 sits beside K1 in the key slot ([K1 | K2]
-along the last dimension; transformers 5 caches accept keys wider than values), so cached generation
-needs no new cache class; with shared keys the cache is the base model's.
+
+Both terms are ONE call of the configured attention function per layer (Differential Transformer V2's
+layout), which is what serving engines that run transformers models need (vLLM `--model-impl
+transformers`, SGLang's transformers backend: kwargs passed down to the attention function, one
+ALL_ATTENTION_FUNCTIONS call per layer whose KV cache the engine keeps by `module.layer_idx`, and
+`_supports_attention_backend`). The call has 2H query heads: Q1's and Q2's heads paired per kv group
+(stack_head_pairs), so that GQA's query head j -> kv head j // groups gives both halves of a pair the
+same keys and values. With shared keys those are the base model's kv heads (the cache is the base's);
+with own keys K1 and K2 are paired the same way into 2 x kv heads and V is given to both (the cache
+is twice the base's). The output splits back into the two terms (split_head_pairs); lambda, the
+GroupNorm variant and o_proj follow in the module. A layer without DiffLoRA makes the same call with
+its own heads twice (the second half dropped), since an engine gives every layer one size.
+
+Engines size each layer's attention and KV cache from config.json's num_attention_heads,
+num_key_value_heads and head_dim, so those fields hold the call's head counts (2H; kv or 2 x kv);
+the base model's are config.difflora["attention_heads"] and ["key_value_heads"], with which the
+family's own projections are built (BaseHeads).
 """
 
 import inspect
@@ -93,30 +106,65 @@ class LearnedLambda(nn.Module):
 
 
 class TokenLambda(nn.Module):
-    """lambda[t, h] = sigmoid(w_h . x_t + b_h): one lambda per token and head, in float32."""
+    """lambda[t, h] = sigmoid(w_h . x_t + b_h): one lambda per token and head, in float32 (in the weight's
+    dtype where a serving engine loads every weight in one dtype)."""
 
     def __init__(self, hidden_size: int, num_heads: int):
         super().__init__()
         self.proj = nn.Linear(hidden_size, num_heads, bias=True, dtype=torch.float32)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.proj(hidden_states.float()))
+        return torch.sigmoid(self.proj(hidden_states.to(self.proj.weight.dtype)).float())
 
 
 class HeadRMSNorm(nn.RMSNorm):
-    """RMSNorm over head_dim for every head (one weight shared by the heads), in float32."""
+    """RMSNorm over head_dim for every head (one weight shared by the heads), in float32 (in the weight's
+    dtype where a serving engine loads every weight in one dtype)."""
 
     def __init__(self, head_dim: int):
         super().__init__(head_dim, eps=1e-5, dtype=torch.float32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        return super().forward(x.to(self.weight.dtype)).to(x.dtype)
+
+
+def stack_head_pairs(first: torch.Tensor, second: torch.Tensor, kv_heads: int, dim: int = -2) -> torch.Tensor:
+    """Two tensors of H heads along `dim` -> 2H heads, ordered per kv group as
+    [group 0: first's g heads, second's g heads, group 1: ...] (g = H / kv_heads), so that under
+    GQA's head j -> kv head j // (2g) both halves of a pair see the same keys and values.
+    (The same function as difflora.core.attention.stack_head_pairs.)"""
+    dim = dim % first.dim()
+    groups = first.shape[dim] // kv_heads
+    pairs = torch.cat([t.unflatten(dim, (kv_heads, groups)) for t in (first, second)], dim=dim + 1)
+    return pairs.flatten(dim, dim + 1)
+
+
+def split_head_pairs(stacked: torch.Tensor, kv_heads: int, dim: int = -2) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of stack_head_pairs: 2H heads along `dim` -> (first's H heads, second's H heads)."""
+    dim = dim % stacked.dim()
+    pairs = stacked.unflatten(dim, (kv_heads, stacked.shape[dim] // kv_heads))
+    first, second = pairs.chunk(2, dim=dim + 1)
+    return first.flatten(dim, dim + 1), second.flatten(dim, dim + 1)
+
+
+class BaseHeads:
+    """The config as the family's attention __init__ reads it: with the base model's head counts, so
+    that q/k/v/o_proj (and OLMo 2's projection norms) keep the base's shapes. Everything else is the
+    config's own."""
+
+    def __init__(self, config):
+        self._config = config
+        self.num_attention_heads = config.difflora["attention_heads"]
+        self.num_key_value_heads = config.difflora["key_value_heads"]
+
+    def __getattr__(self, name: str):
+        return getattr(self._config, name)
 
 
 class DifferentialAttention:
-    """The forward of a differential attention layer; mixed into each family's attention class,
-    whose __init__ builds q/k/v/o_proj or Phi-3's fused qkv_proj (and the q/k norms, sliding window
-    and soft-cap of the families that have them)."""
+    """The forward of every attention layer of the exported model; mixed into each family's attention
+    class, whose __init__ builds q/k/v/o_proj or Phi-3's fused qkv_proj (and the q/k norms, sliding
+    window and soft-cap of the families that have them)."""
 
     family_module = None  # the family's transformers modeling module
     qk_norm = "head"  # a family's q_norm/k_norm act per head after the split, or (OLMo 2) on the projection
@@ -124,39 +172,55 @@ class DifferentialAttention:
     passes_softcap = False  # Gemma 2 hands the backend its logit soft-cap
 
     def __init__(self, config, layer_idx: int):
-        super().__init__(config, layer_idx)
+        super().__init__(BaseHeads(config), layer_idx)
+        self.config = config  # the model's own (set_attn_implementation changes it), not the BaseHeads view
         settings = config.difflora
+        # the one backend call: 2H query heads over config.num_key_value_heads (kv, or 2 x kv with own keys)
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.pair_keys = settings["negative_keys"] == "own"  # K1 and K2 as separate kv heads, V for both
+        self.widths = (settings["attention_heads"] * self.head_dim, settings["key_value_heads"] * self.head_dim)
+        # the keyword of the family forward this class replaces, so cache.update is called as it would
+        self.cache_keyword = cache_keyword(super().forward)
+        self.differential = layer_idx in settings["layers"]
+        if not self.differential:
+            return
         position = settings["layers"].index(layer_idx)
         self.lambda_init = float(settings["lambda_init"][position])
         self.negative_base = settings["negative_base"]
         self.group_norm, self.rescale = settings["group_norm"], settings["rescale"]
-        self.shared_keys = settings["negative_keys"] == "shared"
         rank = settings["negative_rank"]
-        self.widths = (config.num_attention_heads * self.head_dim, config.num_key_value_heads * self.head_dim)
         self.q2_proj = LowRank(config.hidden_size, self.widths[0], rank)
-        if not self.shared_keys:
+        if self.pair_keys:
             self.k2_proj = LowRank(config.hidden_size, self.widths[1], rank)
         if settings["lambda_mode"] == "learned":
             self.diff_lambda = LearnedLambda(self.head_dim, self.lambda_init)
         elif settings["lambda_mode"] == "token":
-            self.diff_lambda = TokenLambda(config.hidden_size, config.num_attention_heads)
+            self.diff_lambda = TokenLambda(config.hidden_size, settings["attention_heads"])
         else:
             self.diff_lambda = FixedLambda(self.lambda_init)
         if self.group_norm:
             self.diff_norm = HeadRMSNorm(self.head_dim)
-        # the keyword of the family forward this class replaces, so cache.update is called as it would
-        self.cache_keyword = cache_keyword(super().forward)
 
     # The pieces a new form of the negative term changes: its queries/keys, lambda (diff_lambda), the output.
     def negative_queries_keys(self, hidden_states, q_base, k_base):
-        """Q2 and K2 before head split, norm and rotary; K2 is None when the keys are shared (K2 = K1)."""
+        """Q2 and K2 before head split, norm and rotary; K2 is None when the keys are shared (K2 = K1).
+        A layer without DiffLoRA repeats its own queries (and keys): Q2 = Q1, K2 = K1."""
+        if not self.differential:
+            return q_base, (k_base if self.pair_keys else None)
         q2 = self.q2_proj(hidden_states)
-        k2 = None if self.shared_keys else self.k2_proj(hidden_states)
+        k2 = self.k2_proj(hidden_states) if self.pair_keys else None
         if self.negative_base == "shared":
             q2, k2 = q_base + q2, (None if k2 is None else k_base + k2)
         return q2, k2
 
-    def finish_output(self, out: torch.Tensor) -> torch.Tensor:
+    def combine(self, hidden_states, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+        """O1 - lambda * O2 (batch, query, H, head_dim), then GroupNorm or the rescale."""
+        if not self.differential:
+            return positive
+        lam = self.diff_lambda(hidden_states).to(positive.dtype)
+        if lam.dim():
+            lam = lam.unsqueeze(-1)  # per token and head: broadcast over head_dim
+        out = positive - lam * negative
         if self.group_norm:
             return self.diff_norm(out) * (1.0 - self.lambda_init)
         if self.rescale:
@@ -173,33 +237,33 @@ class DifferentialAttention:
         q2, k2 = self.negative_queries_keys(hidden_states, q1, k1)
         q1, q2 = (self.heads(t, head_shape, "q") for t in (q1, q2))
         k1 = self.heads(k1, head_shape, "k")
-        k2 = None if k2 is None else self.heads(k2, head_shape, "k")
         v = v.view(head_shape).transpose(1, 2)
 
-        cos, sin = position_embeddings
-        q1, k1 = self.family_module.apply_rotary_pos_emb(q1, k1, cos, sin)
-        if k2 is None:  # shared keys: only Q2 needs rotating
-            q2 = self.family_module.apply_rotary_pos_emb(q2, q2, cos, sin)[0]
+        # One call: Q1 and Q2 as 2H query heads paired per kv group; with own keys K1/K2 as 2 x kv heads
+        # paired the same way and V given to both, so query head j still reaches kv head j // groups.
+        kv_heads = k1.shape[1]
+        queries = stack_head_pairs(q1, q2, kv_heads, dim=1)
+        if self.pair_keys:
+            keys = stack_head_pairs(k1, self.heads(k2, head_shape, "k"), kv_heads, dim=1)
+            values = stack_head_pairs(v, v, kv_heads, dim=1)
         else:
-            q2, k2 = self.family_module.apply_rotary_pos_emb(q2, k2, cos, sin)
+            keys, values = k1, v
+        cos, sin = position_embeddings
+        queries, keys = self.family_module.apply_rotary_pos_emb(queries, keys, cos, sin)
 
         if cache is not None:
-            keys = k1 if k2 is None else torch.cat([k1, k2], dim=-1)
-            keys, v = self.update_cache(cache, keys, v, kwargs)
-            k1, k2 = (keys, None) if k2 is None else keys.split(self.head_dim, dim=-1)
-        k2 = k1 if k2 is None else k2
+            keys, values = self.update_cache(cache, keys, values, kwargs)
 
         backend = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, self.family_module.eager_attention_forward
         )
-        backend_kwargs = dict(dropout=0.0 if not self.training else self.attention_dropout, scaling=self.scaling,
-                              **self.sliding_window_kwargs(), **kwargs)
-        positive, _ = backend(self, q1, k1, v, attention_mask, **backend_kwargs)
-        negative, _ = backend(self, q2, k2, v, attention_mask, **backend_kwargs)
-        lam = self.diff_lambda(hidden_states).to(positive.dtype)
-        if lam.dim():
-            lam = lam.unsqueeze(-1)  # per token and head: broadcast over head_dim
-        out = self.finish_output(positive - lam * negative).reshape(*hidden_states.shape[:-1], -1).contiguous()
+        out, _ = backend(self, queries, keys, values, attention_mask,
+                         dropout=0.0 if not self.training else self.attention_dropout, scaling=self.scaling,
+                         **self.sliding_window_kwargs(), **kwargs)
+        # transformers' backends return (batch, query, 2H, head_dim); an engine's may return (tokens, 2H * head_dim)
+        out = out.reshape(*hidden_states.shape[:-1], -1, self.head_dim)
+        positive, negative = split_head_pairs(out, kv_heads)
+        out = self.combine(hidden_states, positive, negative).reshape(*hidden_states.shape[:-1], -1).contiguous()
         return self.o_proj(out), None
 
     def project(self, hidden_states):
@@ -236,125 +300,209 @@ class DifferentialAttention:
         return kwargs
 
 
-class DifferentialCausalLM:
-    """The family's causal LM with DifferentialAttention in the layers config.difflora names."""
+def install_attention(model, config, attention_class) -> None:
+    """Every decoder layer of `model` (the family's base model) gets `attention_class`."""
+    if config.difflora is None:
+        raise ValueError("config.json has no 'difflora' entry: this folder was not written by difflora export")
+    for idx, layer in enumerate(model.layers):
+        layer.self_attn = attention_class(config, idx)
+
+
+class DifferentialModel:
+    """The family's base model (what AutoModel loads, and what serving engines run) with DifferentialAttention."""
 
     attention_class = None
+    _supports_attention_backend = True  # every attention call goes through ALL_ATTENTION_FUNCTIONS, once per layer
     _keep_in_fp32_modules_strict = FLOAT32_MODULES
 
     def __init__(self, config):
         super().__init__(config)
-        if config.difflora is None:
-            raise ValueError("config.json has no 'difflora' entry: this folder was not written by difflora export")
-        for idx in config.difflora["layers"]:
-            self.model.layers[idx].self_attn = self.attention_class(config, idx)
+        install_attention(self, config, self.attention_class)
 
 
+class DifferentialCausalLM:
+    """The family's causal LM whose base model is the family's DifferentialModel."""
+
+    model_class = None
+    _supports_attention_backend = True
+    _keep_in_fp32_modules_strict = FLOAT32_MODULES
+
+    def __init__(self, config):
+        super().__init__(config)
+        install_attention(self.model, config, self.model_class.attention_class)
+
+
+# Llama
 class DiffLoRALlamaAttention(DifferentialAttention, modeling_llama.LlamaAttention):
     family_module = modeling_llama
 
 
+class DiffLoRALlamaModel(DifferentialModel, modeling_llama.LlamaModel):
+    config_class = DiffLoRALlamaConfig
+    attention_class = DiffLoRALlamaAttention
+
+
+class DiffLoRALlamaForCausalLM(DifferentialCausalLM, modeling_llama.LlamaForCausalLM):
+    config_class = DiffLoRALlamaConfig
+    model_class = DiffLoRALlamaModel
+
+
+# Mistral
 class DiffLoRAMistralAttention(DifferentialAttention, modeling_mistral.MistralAttention):
     family_module = modeling_mistral
     window_from_config = True
 
 
-class DiffLoRAQwen2Attention(DifferentialAttention, modeling_qwen2.Qwen2Attention):
-    family_module = modeling_qwen2
-
-
-class DiffLoRAQwen3Attention(DifferentialAttention, modeling_qwen3.Qwen3Attention):
-    family_module = modeling_qwen3
-
-
-class DiffLoRALlamaForCausalLM(DifferentialCausalLM, modeling_llama.LlamaForCausalLM):
-    config_class = DiffLoRALlamaConfig
-    attention_class = DiffLoRALlamaAttention
-
-
-class DiffLoRAMistralForCausalLM(DifferentialCausalLM, modeling_mistral.MistralForCausalLM):
+class DiffLoRAMistralModel(DifferentialModel, modeling_mistral.MistralModel):
     config_class = DiffLoRAMistralConfig
     attention_class = DiffLoRAMistralAttention
 
 
-class DiffLoRAQwen2ForCausalLM(DifferentialCausalLM, modeling_qwen2.Qwen2ForCausalLM):
+class DiffLoRAMistralForCausalLM(DifferentialCausalLM, modeling_mistral.MistralForCausalLM):
+    config_class = DiffLoRAMistralConfig
+    model_class = DiffLoRAMistralModel
+
+
+# Qwen2
+class DiffLoRAQwen2Attention(DifferentialAttention, modeling_qwen2.Qwen2Attention):
+    family_module = modeling_qwen2
+
+
+class DiffLoRAQwen2Model(DifferentialModel, modeling_qwen2.Qwen2Model):
     config_class = DiffLoRAQwen2Config
     attention_class = DiffLoRAQwen2Attention
 
 
-class DiffLoRAQwen3ForCausalLM(DifferentialCausalLM, modeling_qwen3.Qwen3ForCausalLM):
+class DiffLoRAQwen2ForCausalLM(DifferentialCausalLM, modeling_qwen2.Qwen2ForCausalLM):
+    config_class = DiffLoRAQwen2Config
+    model_class = DiffLoRAQwen2Model
+
+
+# Qwen3
+class DiffLoRAQwen3Attention(DifferentialAttention, modeling_qwen3.Qwen3Attention):
+    family_module = modeling_qwen3
+
+
+class DiffLoRAQwen3Model(DifferentialModel, modeling_qwen3.Qwen3Model):
     config_class = DiffLoRAQwen3Config
     attention_class = DiffLoRAQwen3Attention
 
 
+class DiffLoRAQwen3ForCausalLM(DifferentialCausalLM, modeling_qwen3.Qwen3ForCausalLM):
+    config_class = DiffLoRAQwen3Config
+    model_class = DiffLoRAQwen3Model
+
+
+# Gemma2
 class DiffLoRAGemma2Attention(DifferentialAttention, modeling_gemma2.Gemma2Attention):
     family_module = modeling_gemma2
     passes_softcap = True
 
 
+class DiffLoRAGemma2Model(DifferentialModel, modeling_gemma2.Gemma2Model):
+    config_class = DiffLoRAGemma2Config
+    attention_class = DiffLoRAGemma2Attention
+
+
+class DiffLoRAGemma2ForCausalLM(DifferentialCausalLM, modeling_gemma2.Gemma2ForCausalLM):
+    config_class = DiffLoRAGemma2Config
+    model_class = DiffLoRAGemma2Model
+
+
+# Gemma3
 class DiffLoRAGemma3Attention(DifferentialAttention, modeling_gemma3.Gemma3Attention):
     family_module = modeling_gemma3
 
 
+class DiffLoRAGemma3TextModel(DifferentialModel, modeling_gemma3.Gemma3TextModel):
+    config_class = DiffLoRAGemma3TextConfig
+    attention_class = DiffLoRAGemma3Attention
+
+
+class DiffLoRAGemma3ForCausalLM(DifferentialCausalLM, modeling_gemma3.Gemma3ForCausalLM):
+    config_class = DiffLoRAGemma3TextConfig
+    model_class = DiffLoRAGemma3TextModel
+
+
+# Phi3
 class DiffLoRAPhi3Attention(DifferentialAttention, modeling_phi3.Phi3Attention):
     family_module = modeling_phi3
     window_from_config = True
 
 
+class DiffLoRAPhi3Model(DifferentialModel, modeling_phi3.Phi3Model):
+    config_class = DiffLoRAPhi3Config
+    attention_class = DiffLoRAPhi3Attention
+
+
+class DiffLoRAPhi3ForCausalLM(DifferentialCausalLM, modeling_phi3.Phi3ForCausalLM):
+    config_class = DiffLoRAPhi3Config
+    model_class = DiffLoRAPhi3Model
+
+
+# Olmo2
 class DiffLoRAOlmo2Attention(DifferentialAttention, modeling_olmo2.Olmo2Attention):
     family_module = modeling_olmo2
     qk_norm = "projection"
 
 
+class DiffLoRAOlmo2Model(DifferentialModel, modeling_olmo2.Olmo2Model):
+    config_class = DiffLoRAOlmo2Config
+    attention_class = DiffLoRAOlmo2Attention
+
+
+class DiffLoRAOlmo2ForCausalLM(DifferentialCausalLM, modeling_olmo2.Olmo2ForCausalLM):
+    config_class = DiffLoRAOlmo2Config
+    model_class = DiffLoRAOlmo2Model
+
+
+# Mixtral
 class DiffLoRAMixtralAttention(DifferentialAttention, modeling_mixtral.MixtralAttention):
     family_module = modeling_mixtral
     window_from_config = True
 
 
-class DiffLoRAQwen2MoeAttention(DifferentialAttention, modeling_qwen2_moe.Qwen2MoeAttention):
-    family_module = modeling_qwen2_moe
-
-
-class DiffLoRAQwen3MoeAttention(DifferentialAttention, modeling_qwen3_moe.Qwen3MoeAttention):
-    family_module = modeling_qwen3_moe
-
-
-class DiffLoRAGemma2ForCausalLM(DifferentialCausalLM, modeling_gemma2.Gemma2ForCausalLM):
-    config_class = DiffLoRAGemma2Config
-    attention_class = DiffLoRAGemma2Attention
-
-
-class DiffLoRAGemma3ForCausalLM(DifferentialCausalLM, modeling_gemma3.Gemma3ForCausalLM):
-    config_class = DiffLoRAGemma3TextConfig
-    attention_class = DiffLoRAGemma3Attention
-
-
-class DiffLoRAPhi3ForCausalLM(DifferentialCausalLM, modeling_phi3.Phi3ForCausalLM):
-    config_class = DiffLoRAPhi3Config
-    attention_class = DiffLoRAPhi3Attention
-
-
-class DiffLoRAOlmo2ForCausalLM(DifferentialCausalLM, modeling_olmo2.Olmo2ForCausalLM):
-    config_class = DiffLoRAOlmo2Config
-    attention_class = DiffLoRAOlmo2Attention
-
-
-class DiffLoRAMixtralForCausalLM(DifferentialCausalLM, modeling_mixtral.MixtralForCausalLM):
+class DiffLoRAMixtralModel(DifferentialModel, modeling_mixtral.MixtralModel):
     config_class = DiffLoRAMixtralConfig
     attention_class = DiffLoRAMixtralAttention
 
 
-class DiffLoRAQwen2MoeForCausalLM(DifferentialCausalLM, modeling_qwen2_moe.Qwen2MoeForCausalLM):
+class DiffLoRAMixtralForCausalLM(DifferentialCausalLM, modeling_mixtral.MixtralForCausalLM):
+    config_class = DiffLoRAMixtralConfig
+    model_class = DiffLoRAMixtralModel
+
+
+# Qwen2Moe
+class DiffLoRAQwen2MoeAttention(DifferentialAttention, modeling_qwen2_moe.Qwen2MoeAttention):
+    family_module = modeling_qwen2_moe
+
+
+class DiffLoRAQwen2MoeModel(DifferentialModel, modeling_qwen2_moe.Qwen2MoeModel):
     config_class = DiffLoRAQwen2MoeConfig
     attention_class = DiffLoRAQwen2MoeAttention
 
 
-class DiffLoRAQwen3MoeForCausalLM(DifferentialCausalLM, modeling_qwen3_moe.Qwen3MoeForCausalLM):
+class DiffLoRAQwen2MoeForCausalLM(DifferentialCausalLM, modeling_qwen2_moe.Qwen2MoeForCausalLM):
+    config_class = DiffLoRAQwen2MoeConfig
+    model_class = DiffLoRAQwen2MoeModel
+
+
+# Qwen3Moe
+class DiffLoRAQwen3MoeAttention(DifferentialAttention, modeling_qwen3_moe.Qwen3MoeAttention):
+    family_module = modeling_qwen3_moe
+
+
+class DiffLoRAQwen3MoeModel(DifferentialModel, modeling_qwen3_moe.Qwen3MoeModel):
     config_class = DiffLoRAQwen3MoeConfig
     attention_class = DiffLoRAQwen3MoeAttention
 
 
-# base model_type -> the exported class (read by difflora export)
+class DiffLoRAQwen3MoeForCausalLM(DifferentialCausalLM, modeling_qwen3_moe.Qwen3MoeForCausalLM):
+    config_class = DiffLoRAQwen3MoeConfig
+    model_class = DiffLoRAQwen3MoeModel
+
+
+# base model_type -> the exported causal LM class (read by difflora export; its model_class is AutoModel's)
 CAUSAL_LM_CLASSES = {
     "llama": DiffLoRALlamaForCausalLM,
     "mistral": DiffLoRAMistralForCausalLM,
