@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -65,10 +67,10 @@ def lambdas(model: nn.Module, input_ids: torch.Tensor | None = None,
             with torch.no_grad():
                 out.append(float(layer.current_lambda(adapter)))
             continue
-        if layer.last_token_lambda is None:
+        if layer.record.token_lambda is None:
             raise ValueError(f"layer {layer.layer_idx} has a per-token lambda and has run no forward yet: "
                              "pass a batch, difflora.lambdas(model, input_ids, attention_mask)")
-        values = layer.last_token_lambda.float().cpu()
+        values = layer.record.token_lambda.float().cpu()
         values = values.reshape(-1, values.shape[-1])  # (batch * query, heads)
         out.append(LambdaSpread(values[keep] if keep is not None else values))
     return out
@@ -100,24 +102,20 @@ def attention_maps(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
             raise ValueError(f"layers {sorted(missing)} are not transformed by DiffLoRA "
                              f"(transformed: {[m.layer_idx for m in layers]})")
         layers = [m for m in layers if m.layer_idx in set(wanted)]
-    for layer in layers:
-        layer.capture_maps, layer.captured = True, None
-    try:
+    with contextlib.ExitStack() as stack:
+        records = [stack.enter_context(layer.record.keeping_maps()) for layer in layers]
         with compat.eager_attention(model), torch.no_grad():
             model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         maps = []
-        for layer in layers:
-            if layer.captured is None:  # adapters disabled: nothing differential to show
+        for layer, record in zip(layers, records, strict=True):
+            if record.maps is None:  # adapters disabled: nothing differential to show
                 raise ValueError("attention_maps found no active DiffLoRA adapter (is it disabled?)")
-            cap = layer.captured
+            cap = record.maps
             positive = cap["positive"].float()
             lam = cap["lambda"].to(device=positive.device, dtype=torch.float32)  # beside its maps
             maps.append({"positive": positive, "negative": cap["negative"].float(), "lambda": lam,
                          "layer": layer.layer_idx})
         return maps
-    finally:
-        for layer in layers:
-            layer.capture_maps, layer.captured = False, None
 
 
 def _check_inputs(model: nn.Module, input_ids, attention_mask) -> None:

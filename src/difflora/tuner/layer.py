@@ -25,6 +25,7 @@ from ..core.attention import HeadRMSNorm, differential_attention, shared_key_att
 from ..core.lambda_param import FixedLambda, LearnedLambda, TokenLambda, resolve_lambda_init
 from ..core.lowrank import LowRank
 from .config import DiffLoRAConfig
+from .record import LayerRecord
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,7 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         self.merged_adapters = []
         self._disable_adapters = False
         self._active_adapter = adapter_name
-        self.capture_maps = False  # set by difflora.attention_maps for one forward
-        self.captured: dict | None = None
-        self.last_token_lambda: torch.Tensor | None = None  # lambda_mode "token": (batch, query, heads) of the last forward
+        self.record = LayerRecord()  # what difflora.introspection reads back (lambdas, attention maps)
         self.update_layer(adapter_name, config)
 
     # ----------------------------------------------------------------------------------------
@@ -184,13 +183,9 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
                                    attention_mask=attention_mask, **{self.cache_kwarg: cache}, **kwargs)
         settings = self.settings[adapter]
         lam = self.current_lambda(adapter, hidden_states)
-        if settings.lambda_mode == "token":
-            self.last_token_lambda = lam.detach()  # a reference, no copy: difflora.lambdas summarises it
         attend = self._shared_key_attention if settings.shared_keys else self._own_key_attention
         out, maps = attend(adapter, hidden_states, position_embeddings, attention_mask, cache, lam, kwargs)
-        if self.capture_maps:  # difflora.attention_maps: everything stays on the device it was computed on
-            lam_tensor = torch.as_tensor(lam, dtype=torch.float32, device=out.device).detach().float()
-            self.captured = {"positive": maps[0], "negative": maps[1], "lambda": lam_tensor}
+        self.record.observe(lam, maps, out.device)
         if settings.group_norm:
             out = self.difflora_norm[adapter](out) * (1.0 - settings.lambda_init)
         elif settings.rescale:
