@@ -8,7 +8,7 @@ import torch
 import transformers
 
 from ..tuner.config import PRESETS, DiffLoRAConfig
-from .standalone.modeling_difflora import TESTED_TRANSFORMERS
+from .standalone.modeling_difflora import WRITTEN_FOR_TRANSFORMERS
 
 # The DiffLoRAConfig fields that define the method (the rest is PEFT bookkeeping).
 METHOD_FIELDS = ("r", "lora_alpha", "positive_r", "positive_alpha", "negative_base", "negative_keys",
@@ -75,7 +75,8 @@ tokenizer = AutoTokenizer.from_pretrained("PATH")
 
 `trust_remote_code=True` runs `modeling_difflora.py` and `configuration_difflora.py` from this folder
 (they import only torch and transformers; class `{class_name}` subclasses the base family's own
-transformers model and replaces its attention). Tested with transformers {" and ".join(TESTED_TRANSFORMERS)}.
+transformers model and replaces its attention).
+Tested with transformers {" and ".join(WRITTEN_FOR_TRANSFORMERS)}.
 
 Each layer computes both terms in ONE attention call: {call}; the output splits back into the two terms,
 and lambda, the normalisation and `o_proj` follow in the layer. The KV cache is {cache}.

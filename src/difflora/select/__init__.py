@@ -6,17 +6,17 @@
 
 Steps (one module each): candidates -> relaxation (a learned weight scales each candidate's adapter
 output) -> search (adapters on train, weights on held-out, alternating) -> discretize (top fraction
-or parameter budget) -> export (inherited weights, PEFT adapter, train config) + dam / heatmap.
+or parameter budget) -> to_adapter (inherited weights, PEFT adapter, train config) + dam / heatmap.
 """
 
 from .candidates import Candidate, enumerate_candidates
 from .dam import DAM
 from .discretize import discretize, keep_count
-from .export import build_exported_model, equivalent_gates, export_method, inherit
 from .matching import MatchedLoRA, lora_for_budget, lora_params_per_rank
 from .pipeline import SelectionResult, run_selection
 from .relaxation import ArchitectureWeights, SearchModel, build_search_model
 from .search import SearchHistory, SearchSettings, run_search
+from .to_adapter import build_exported_model, equivalent_gates, export_method, inherit
 
 __all__ = [
     "ArchitectureWeights", "Candidate", "DAM", "MatchedLoRA", "SearchHistory", "SearchModel", "SearchSettings",

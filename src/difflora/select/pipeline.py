@@ -21,7 +21,10 @@ from .candidates import Candidate
 from .dam import DAM
 from .data import batches, search_splits
 from .discretize import check_budget, check_sampling_rate, discretize
-from .export import (
+from .heatmap import plot_dam
+from .relaxation import build_search_model
+from .search import SearchHistory, SearchSettings, run_search
+from .to_adapter import (
     build_exported_model,
     equivalent_gates,
     export_method,
@@ -29,9 +32,6 @@ from .export import (
     save_adapter,
     write_train_config,
 )
-from .heatmap import plot_dam
-from .relaxation import build_search_model
-from .search import SearchHistory, SearchSettings, run_search
 
 SELECTABLE_TYPES = ("lora", "difflora")
 NUMERIC_KEYS = ("sampling_rate", "budget", "search_steps", "heldout_fraction", "learning_rate", "arch_learning_rate",
@@ -51,7 +51,7 @@ class SelectionResult:
     config_path: str                 # training config for `difflora train`
     dam_json: str
     heatmap: str
-    folded: bool                     # architecture weights folded into the exported weights (see export.py)
+    folded: bool                     # architecture weights folded into the exported weights (see to_adapter.py)
     equivalent_gates: list[float]    # weights under which the search model equals the exported one
     history: SearchHistory = field(default_factory=SearchHistory)
 

@@ -1,7 +1,7 @@
 """A DiffLoRA model as a plain transformers model (imports only torch and transformers).
 
-Written by `difflora export`; tested with transformers 5.23.0 and 5.24.0 (TESTED_TRANSFORMERS).
-Each class subclasses its family's own transformers class, so loading, generation, caches and
+Written by `difflora export` for transformers 5.23.0 and 5.24.0 (WRITTEN_FOR_TRANSFORMERS), and tested
+with both. Each class subclasses its family's own transformers class, so loading, generation, caches and
 attention backends are transformers' own; the attention of every decoder layer is DifferentialAttention,
 which in the layers config.difflora["layers"] names computes
 
@@ -22,6 +22,10 @@ is twice the base's). The output splits back into the two terms (split_head_pair
 GroupNorm variant and o_proj follow in the module. A layer without DiffLoRA makes the same call with
 its own heads twice (the second half dropped), since an engine gives every layer one size.
 
+The pieces of the method itself (lambda, the GroupNorm variant, the combination, the head pairing) are
+difflora.core's own code: each is marked "# Copied from difflora.core.<module>.<name>" and kept identical to
+it by difflora.export.copies (python -m difflora.export.copies --fix), since this file cannot import difflora.
+
 Engines size each layer's attention and KV cache from config.json's num_attention_heads,
 num_key_value_heads and head_dim, so those fields hold the call's head counts (2H; kv or 2 x kv);
 the base model's are config.difflora["attention_heads"] and ["key_value_heads"], with which the
@@ -29,9 +33,11 @@ family's own projections are built (BaseHeads).
 """
 
 import inspect
+import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.gemma2 import modeling_gemma2
 from transformers.models.gemma3 import modeling_gemma3
@@ -59,7 +65,9 @@ from .configuration_difflora import (
     DiffLoRAQwen3MoeConfig,
 )
 
-TESTED_TRANSFORMERS = ("5.23.0", "5.24.0")
+# The transformers releases this file is written for, each one tested (difflora's pinned release and the
+# newest): a list of releases, not the (floor, newest) range difflora itself claims.
+WRITTEN_FOR_TRANSFORMERS = ("5.23.0", "5.24.0")
 # Modules that stay float32 in a half-precision model, as they were trained.
 FLOAT32_MODULES = ["q2_proj", "k2_proj", "diff_lambda", "diff_norm"]
 
@@ -71,7 +79,8 @@ def cache_keyword(forward) -> str:
 
 
 class LowRank(nn.Module):
-    """x -> B A x (the alpha / r scale is already in B)."""
+    """x -> B A x in the factors' dtype (alpha / r is already in B). Not a copy of core.lowrank.LowRank,
+    which holds the scale apart and leaves the cast to its caller (difflora.export.copies.DIFFERS)."""
 
     def __init__(self, in_features: int, out_features: int, rank: int):
         super().__init__()
@@ -82,63 +91,112 @@ class LowRank(nn.Module):
         return self.B(self.A(x.to(self.A.weight.dtype))).to(x.dtype)
 
 
+# Copied from difflora.core.lambda_param.FixedLambda
 class FixedLambda(nn.Module):
-    def __init__(self, value: float):
-        super().__init__()
-        self.value = value
+    """lambda = lambda_init, not trained (and not saved: the config holds it)."""
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(self.value, dtype=torch.float32, device=hidden_states.device)
+    def __init__(self, lambda_init: float):
+        super().__init__()
+        self.lambda_init = lambda_init
+
+    def forward(self, hidden_states: torch.Tensor | None = None) -> float:
+        return self.lambda_init
 
 
 class LearnedLambda(nn.Module):
-    """lambda = exp(q1 . k1) - exp(q2 . k2) + lambda_init, one scalar per layer, computed in float32."""
+    """lambda = exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init, one scalar per layer shared by heads,
+    computed in float32 (difflora.core.lambda_param.LearnedLambda without rescale_)."""
 
+    # Copied from difflora.core.lambda_param.LearnedLambda.__init__
     def __init__(self, head_dim: int, lambda_init: float):
         super().__init__()
         self.lambda_init = lambda_init
-        for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
-            setattr(self, name, nn.Parameter(torch.zeros(head_dim, dtype=torch.float32)))
+        self.lambda_q1 = nn.Parameter(torch.zeros(head_dim, dtype=torch.float32))
+        self.lambda_k1 = nn.Parameter(torch.zeros(head_dim, dtype=torch.float32))
+        self.lambda_q2 = nn.Parameter(torch.zeros(head_dim, dtype=torch.float32))
+        self.lambda_k2 = nn.Parameter(torch.zeros(head_dim, dtype=torch.float32))
+        self.reset_parameters()
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    # Copied from difflora.core.lambda_param.LearnedLambda.reset_parameters
+    def reset_parameters(self) -> None:
+        for p in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2):
+            nn.init.normal_(p, mean=0.0, std=0.1)
+
+    # Copied from difflora.core.lambda_param.LearnedLambda.forward
+    def forward(self, hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+        """A float32 scalar on the parameters' device (the input is not read)."""
         q1, k1, q2, k2 = (p.float() for p in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2))
-        return (torch.exp(torch.dot(q1, k1)) - torch.exp(torch.dot(q2, k2)) + self.lambda_init).to(hidden_states.device)
+        return torch.exp(torch.dot(q1, k1)) - torch.exp(torch.dot(q2, k2)) + self.lambda_init
 
 
+# Copied from difflora.core.lambda_param.TokenLambda
 class TokenLambda(nn.Module):
-    """lambda[t, h] = sigmoid(w_h . x_t + b_h): one lambda per token and head, in float32 (in the weight's
-    dtype where a serving engine loads every weight in one dtype)."""
+    """lambda[t, h] = sigmoid(w_h . x_t + b_h): one lambda per token and head (Differential
+    Transformer V2), read from the attention layer's input x.
 
-    def __init__(self, hidden_size: int, num_heads: int):
+    w starts at zero and b at logit(lambda_init), so every token starts at exactly lambda_init; w
+    still gets a gradient from the first step (d lambda / d w_h = lambda (1 - lambda) x_t). The
+    sigmoid keeps lambda in (0, 1): the negative term can only subtract, never flip the sign of O.
+    No extra scale: (0, 1) covers the scalar forms' range (the depth schedule runs 0.2 to 0.8).
+    Parameters are float32 (PEFT keeps adapters there on a half-precision base) unless the whole model
+    is cast (`model.to(torch.bfloat16)`); the input is cast to their dtype and lambda is float32 either way.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, lambda_init: float):
         super().__init__()
+        if not 0.0 < lambda_init < 1.0:
+            raise ValueError(f"a per-token lambda starts at sigmoid(b) = lambda_init, which must lie in (0, 1), "
+                             f"got {lambda_init}")
+        self.lambda_init = lambda_init
         self.proj = nn.Linear(hidden_size, num_heads, bias=True, dtype=torch.float32)
+        self.reset_parameters()
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.proj.weight)
+        nn.init.constant_(self.proj.bias, math.log(self.lambda_init / (1.0 - self.lambda_init)))
+
+    def forward(self, hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., hidden) -> (..., heads), float32, on the input's device."""
+        if hidden_states is None:
+            raise ValueError("a per-token lambda depends on the input: pass the layer's hidden states")
         return torch.sigmoid(self.proj(hidden_states.to(self.proj.weight.dtype)).float())
 
 
+# Copied from difflora.core.attention.HeadRMSNorm
 class HeadRMSNorm(nn.RMSNorm):
-    """RMSNorm over head_dim for every head (one weight shared by the heads), in float32 (in the weight's
-    dtype where a serving engine loads every weight in one dtype)."""
+    """The GroupNorm variant: RMSNorm over head_dim for every head (weight shared by heads)."""
 
     def __init__(self, head_dim: int):
         super().__init__(head_dim, eps=1e-5, dtype=torch.float32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.to(self.weight.dtype)).to(x.dtype)
+        """Normalised in float32 whatever the dtypes of x and the weight; returned in x's dtype."""
+        return F.rms_norm(x.float(), self.normalized_shape, self.weight.float(), self.eps).to(x.dtype)
 
 
+# Copied from difflora.core.attention.combine
+def combine(out_pos: torch.Tensor, out_neg: torch.Tensor, lam: torch.Tensor | float) -> torch.Tensor:
+    """O1 - lambda * O2 for outputs (batch, query, heads, head_dim) and a scalar or per-token
+    (batch, query, heads) lambda."""
+    if isinstance(lam, torch.Tensor):
+        lam = lam.to(out_pos.dtype)
+        if lam.dim():
+            lam = lam.unsqueeze(-1)  # one lambda per (token, head), broadcast over head_dim
+    return out_pos - lam * out_neg
+
+
+# Copied from difflora.core.attention.stack_head_pairs
 def stack_head_pairs(first: torch.Tensor, second: torch.Tensor, kv_heads: int, dim: int = -2) -> torch.Tensor:
     """Two tensors of H heads along `dim` -> 2H heads, ordered per kv group as
     [group 0: first's g heads, second's g heads, group 1: ...] (g = H / kv_heads), so that under
-    GQA's head j -> kv head j // (2g) both halves of a pair see the same keys and values.
-    (The same function as difflora.core.attention.stack_head_pairs.)"""
+    GQA's head j -> kv head j // (2g) both halves of a pair see the same keys and values."""
     dim = dim % first.dim()
     groups = first.shape[dim] // kv_heads
     pairs = torch.cat([t.unflatten(dim, (kv_heads, groups)) for t in (first, second)], dim=dim + 1)
     return pairs.flatten(dim, dim + 1)
 
 
+# Copied from difflora.core.attention.split_head_pairs
 def split_head_pairs(stacked: torch.Tensor, kv_heads: int, dim: int = -2) -> tuple[torch.Tensor, torch.Tensor]:
     """The inverse of stack_head_pairs: 2H heads along `dim` -> (first's H heads, second's H heads)."""
     dim = dim % stacked.dim()
@@ -195,7 +253,7 @@ class DifferentialAttention:
         if settings["lambda_mode"] == "learned":
             self.diff_lambda = LearnedLambda(self.head_dim, self.lambda_init)
         elif settings["lambda_mode"] == "token":
-            self.diff_lambda = TokenLambda(config.hidden_size, settings["attention_heads"])
+            self.diff_lambda = TokenLambda(config.hidden_size, settings["attention_heads"], self.lambda_init)
         else:
             self.diff_lambda = FixedLambda(self.lambda_init)
         if self.group_norm:
@@ -213,14 +271,11 @@ class DifferentialAttention:
             q2, k2 = q_base + q2, (None if k2 is None else k_base + k2)
         return q2, k2
 
-    def combine(self, hidden_states, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    def combine_terms(self, hidden_states, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
         """O1 - lambda * O2 (batch, query, H, head_dim), then GroupNorm or the rescale."""
         if not self.differential:
             return positive
-        lam = self.diff_lambda(hidden_states).to(positive.dtype)
-        if lam.dim():
-            lam = lam.unsqueeze(-1)  # per token and head: broadcast over head_dim
-        out = positive - lam * negative
+        out = combine(positive, negative, self.diff_lambda(hidden_states))
         if self.group_norm:
             return self.diff_norm(out) * (1.0 - self.lambda_init)
         if self.rescale:
@@ -263,7 +318,8 @@ class DifferentialAttention:
         # transformers' backends return (batch, query, 2H, head_dim); an engine's may return (tokens, 2H * head_dim)
         out = out.reshape(*hidden_states.shape[:-1], -1, self.head_dim)
         positive, negative = split_head_pairs(out, kv_heads)
-        out = self.combine(hidden_states, positive, negative).reshape(*hidden_states.shape[:-1], -1).contiguous()
+        out = self.combine_terms(hidden_states, positive, negative)
+        out = out.reshape(*hidden_states.shape[:-1], -1).contiguous()
         return self.o_proj(out), None
 
     def project(self, hidden_states):

@@ -2,7 +2,7 @@
 
 The exported model must compute exactly what the search model computes with every dropped
 candidate's architecture weight set to 0 and every kept one's to equivalent_gates (its own weight
-where it is folded into the exported weights, else 1); see difflora/select/export.py.
+where it is folded into the exported weights, else 1); see difflora/select/to_adapter.py.
 """
 
 import copy
@@ -22,7 +22,7 @@ from difflora.select import (
     inherit,
     run_search,
 )
-from difflora.select.export import save_adapter
+from difflora.select.to_adapter import save_adapter
 from difflora.train.method_spec import MethodSpec
 
 METHODS = {
