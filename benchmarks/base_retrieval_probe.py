@@ -4,16 +4,16 @@ Pretrains a small Llama from scratch on the demo's generated retrieval conversat
 count per stage, so a curriculum can be tried), in a plain loop, and every --every steps prints the
 running loss on the learned tokens and greedy MK-2 accuracy at --length tokens, scored by the
 evaluation suite's own run_nih. Used to look for a base recipe that meets the demo's bar (greedy MK-2
->= 0.8 at 256 tokens and >= 0.5 at 512); docs/demo-base-model.md records the runs.
+>= 0.8 at 256 tokens and >= 0.5 at 512); docs/notes/demo-base-model.md records the runs.
 
     python benchmarks/base_retrieval_probe.py --stages 4:600                  # 4 needles, 1 thread
     python benchmarks/base_retrieval_probe.py --stages 1:100 3:150 6:350 --lr 2e-3
     python benchmarks/base_retrieval_probe.py --stages 3:150:drill 6:250 --heads 4
     python benchmarks/base_retrieval_probe.py --seq 0 --batch 32 --heads 4 --stages 2:200 4:300 8:400 \
-        --copy-weight 1 --copy-head -1 --gather --readout 1   # attention supervision (demo/copy_supervision.py)
+        --copy-weight 1 --copy-head -1 --gather --readout 1   # attention supervision (demo/base/copy_supervision.py)
     python benchmarks/base_retrieval_probe.py --build /work/base-build/r1 --every 200   # the demo's recipe
 
---build DIR pretrains the demo's default base recipe (base_model.BaseRecipe) with the demo's own
+--build DIR pretrains the demo's default base recipe (demo/base/recipe.py, BaseRecipe) with the demo's own
 build_base (Trainer checkpoints in DIR/trainer, so running the same command again resumes) and
 probes MK-2 at each --lengths every --every steps (printed, and appended to DIR/probe.jsonl).
 
@@ -37,24 +37,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from probe_corpus import probe_documents  # noqa: E402
 from transformers import LlamaForCausalLM, TrainerCallback  # noqa: E402
 
-from difflora.demo.base_model import (  # noqa: E402
-    BaseRecipe,
-    base_config,
-    build_base,
-    pack_whole,
-    recipe_tokenizer,
-    ship_base,
-    tokenize_document,
-)
-from difflora.demo.copy_supervision import (  # noqa: E402
+from difflora.demo.base import BaseRecipe  # noqa: E402
+from difflora.demo.base.build import base_config, build_base, recipe_tokenizer  # noqa: E402
+from difflora.demo.base.copy_supervision import (  # noqa: E402
     CopyPairCollator,
     digit_token_ids,
     needle_marks,
     supervised_loss,
-)  # noqa: E402
-from difflora.demo.corpus import CorpusMix, pretraining_documents  # noqa: E402
+)
+from difflora.demo.base.corpus import CorpusMix  # noqa: E402
+from difflora.demo.base.store import ship_base  # noqa: E402
+from difflora.demo.base.training import pack_whole, tokenize_document  # noqa: E402
 from difflora.evaluation import run_nih  # noqa: E402
 from difflora.train.chat_data import ChatCollator  # noqa: E402
 
@@ -76,10 +72,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--copy-weight", type=float, default=0.0,
-                   help="weight of the copy-attention loss on the last layer's first head (demo/copy_supervision.py)")
+                   help="weight of the copy-attention loss on the last layer's first head (demo/base/copy_supervision.py)")
     p.add_argument("--copy-head", type=int, default=0, help="the supervised head (-1: every head of the last layer)")
     p.add_argument("--readout", type=float, default=0.0,
-                   help="weight of the readout loss on the supervised heads' output (demo/copy_supervision.py)")
+                   help="weight of the readout loss on the supervised heads' output (demo/base/copy_supervision.py)")
     p.add_argument("--gather", action="store_true", help="also supervise the first layer's key-gathering heads")
     p.add_argument("--rope-theta", type=float, default=10000.0, help="rotary base")
     p.add_argument("--batch", type=int, default=16)
@@ -109,10 +105,9 @@ def stage_data(stages: list[tuple[int, int, bool]], args, tokenizer) -> list[tup
     mix = CorpusMix(retrieval=1.0, icl=0.0, short_answer=0.0, retrieval_kinds=tuple(args.kinds.split(",")))
     out = []
     for i, (needles, steps, drill) in enumerate(stages):
-        m = dataclasses.replace(mix, max_needles=needles)
-        if drill:
-            m = dataclasses.replace(m, retrieval=0.0, recall=1.0)
-        docs = pretraining_documents(max(200, int(args.docs_per_step * steps)), args.seed + 1 + i, m)
+        m = dataclasses.replace(mix, max_needles=needles, retrieval=0.0 if drill else mix.retrieval)
+        docs = probe_documents(max(200, int(args.docs_per_step * steps)), args.seed + 1 + i, m,
+                               recall=1.0 if drill else 0.0)
         rows = [tokenize_document(d, tokenizer, args.seq or 4096, "values") for d in docs]
         out.append((steps, pack_whole(rows, args.seq) if args.seq else rows))
     return out
@@ -168,7 +163,7 @@ def digit_losses(model, tokenizer, needles: int, samples: int = 24) -> list[floa
     samples with `needles` needles: whether the key match (first digit) or the copying (later digits) has
     formed. Chance is ln 9 for the first digit and ln 10 after it; a first digit at ln(needles) means the
     model copies the start of SOME needle's value without matching its key."""
-    from difflora.demo.corpus import answer
+    from difflora.demo.conversations import answer
     from difflora.evaluation import nih
 
     was_training, rng, per_token = model.training, random.Random(99), []

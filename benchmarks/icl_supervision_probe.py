@@ -1,7 +1,7 @@
 """Does supervising in-context classification teach the demo's base model many-shot ICL? A probe.
 
 The shipped default base retrieves needles (its attention was supervised to gather each needle's key
-and to match the asked one: demo/copy_supervision.py) but its many-shot ICL is at chance. This probe
+and to match the asked one: demo/base/copy_supervision.py) but its many-shot ICL is at chance. This probe
 continues training a base model (the shipped one by default) on a mix of the recipe's retrieval
 conversations and ICL conversations, with the recipe's supervision plus the same supervision for ICL
 (`icl_pairs`): at an answered class id the last layer's heads are trained onto the ids of the
@@ -18,7 +18,7 @@ can add topical paragraphs and ICL labelled with topic names (--topic-prose, --n
     python benchmarks/icl_supervision_probe.py --steps 400 --icl-share 0.5 --overlap --ends --content-words \
         --gather-heads 0 1 --threads 2 --out /work/base-build/icl6
 
-docs/demo-base-model.md records the runs.
+docs/notes/demo-base-model.md records the runs.
 """
 
 from __future__ import annotations
@@ -33,19 +33,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from probe_corpus import probe_documents  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from difflora.demo import default_base_path  # noqa: E402
-from difflora.demo.base_model import BaseRecipe, tokenize_document  # noqa: E402
-from difflora.demo.copy_supervision import (  # noqa: E402
+from difflora.demo.base import BaseRecipe  # noqa: E402
+from difflora.demo.base.copy_supervision import (  # noqa: E402
     CopyPairCollator,
     digit_token_ids,
     label_marks,
     needle_marks,
     supervised_loss,
 )
-from difflora.demo.corpus import pretraining_documents  # noqa: E402
-from difflora.demo.icl_finish import IclFinish, optimizer_and_schedule  # noqa: E402
+from difflora.demo.base.icl_finish import IclFinish, optimizer_and_schedule  # noqa: E402
+from difflora.demo.base.training import tokenize_document  # noqa: E402
 from difflora.evaluation import icl, run_nih  # noqa: E402
 from difflora.evaluation.tasks import many_shot_icl  # noqa: E402
 from difflora.train.chat_data import ChatCollator  # noqa: E402
@@ -81,9 +82,9 @@ def training_rows(args, tokenizer) -> list[dict]:
     """The recipe's corpus with ICL at --icl-share, topical paragraphs and named ICL at theirs and
     retrieval for the rest (no short answers, no prose)."""
     retrieval = 1 - args.icl_share - args.topic_prose - args.named_icl
-    mix = dataclasses.replace(BaseRecipe().mix, retrieval=retrieval, icl=args.icl_share, short_answer=0.0,
-                              topic_prose=args.topic_prose, named_icl=args.named_icl)
-    docs = pretraining_documents(args.steps * args.batch, args.seed, mix)
+    mix = dataclasses.replace(BaseRecipe().mix, retrieval=retrieval, icl=args.icl_share, short_answer=0.0)
+    docs = probe_documents(args.steps * args.batch, args.seed, mix, topic_prose=args.topic_prose,
+                           named_icl=args.named_icl)
     return [tokenize_document(d, tokenizer, 4096, "values") for d in docs]
 
 

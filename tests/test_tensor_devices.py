@@ -24,10 +24,10 @@ ALLOWED = {
         "a seeded shuffle of example indices, read back as a list (a CPU generator: the same split on any device)",
     ("select/relaxation.py", "ArchitectureWeights.__init__"):
         "an nn.Parameter of a module that build_search_model moves to device_of(model)",
-    ("demo/copy_supervision.py", "copy_pairs"): "index lists of a collator batch; the losses move them (.to)",
-    ("demo/copy_supervision.py", "unambiguous"): "index lists of a collator batch; the losses move them (.to)",
-    ("demo/copy_supervision.py", "gather_pairs"): "index lists of a collator batch; the losses move them (.to)",
-    ("demo/copy_supervision.py", "icl_pairs"): "index lists of a collator batch; the losses move them (.to)",
+    ("demo/base/copy_supervision.py", "copy_pairs"): "index lists of a collator batch; the losses move them (.to)",
+    ("demo/base/copy_supervision.py", "unambiguous"): "index lists of a collator batch; the losses move them (.to)",
+    ("demo/base/copy_supervision.py", "gather_pairs"): "index lists of a collator batch; the losses move them (.to)",
+    ("demo/base/copy_supervision.py", "icl_pairs"): "index lists of a collator batch; the losses move them (.to)",
 }
 
 

@@ -7,8 +7,7 @@ import random
 import pytest
 import torch
 
-from difflora.demo.base_model import tokenize_document
-from difflora.demo.copy_supervision import (
+from difflora.demo.base.copy_supervision import (
     VALUE_DIGITS,
     CopyPairCollator,
     copy_attention_loss,
@@ -19,7 +18,8 @@ from difflora.demo.copy_supervision import (
     readout_loss,
     supervised_loss,
 )
-from difflora.demo.corpus import retrieval_document
+from difflora.demo.base.corpus import retrieval_document
+from difflora.demo.base.training import tokenize_document
 from difflora.evaluation.haystack import ADJECTIVES, NOUNS
 from difflora.train.chat_data import ChatCollator
 
@@ -27,7 +27,7 @@ from difflora.train.chat_data import ChatCollator
 @pytest.fixture(scope="module")
 def tokenizer():
     from difflora.data.tokenizer import train_tokenizer
-    from difflora.demo.corpus import tokenizer_texts
+    from difflora.demo.base.corpus import tokenizer_texts
 
     # every key word often enough to be one token, as in the recipe's tokenizer; digits one per token
     return train_tokenizer(tokenizer_texts(0, n=40, keys=True), vocab_size=1024, split_digits=True)
@@ -163,8 +163,8 @@ def test_needle_marks_refuse_a_tokenizer_that_splits_key_words(tiny_tokenizer):
 def test_icl_pairs_copy_from_same_class_demonstrations_and_gather_each_sentence(tokenizer):
     import re
 
-    from difflora.demo.copy_supervision import ICL_GATHER_HEADS, icl_pairs, label_marks
-    from difflora.demo.corpus import icl_conversation
+    from difflora.demo.base.copy_supervision import ICL_GATHER_HEADS, icl_pairs, label_marks
+    from difflora.demo.conversations import icl_conversation
     from difflora.evaluation import icl
 
     rng, examples = random.Random(5), icl.load_examples()
@@ -192,8 +192,8 @@ def test_icl_pairs_copy_from_same_class_demonstrations_and_gather_each_sentence(
 
 
 def test_icl_gathering_can_skip_the_words_every_class_uses(tokenizer):
-    from difflora.demo.copy_supervision import icl_pairs, label_marks
-    from difflora.demo.corpus import icl_conversation
+    from difflora.demo.base.copy_supervision import icl_pairs, label_marks
+    from difflora.demo.conversations import icl_conversation
     from difflora.evaluation import icl
 
     examples = icl.load_examples()
@@ -214,7 +214,7 @@ def test_icl_gathering_can_skip_the_words_every_class_uses(tokenizer):
 
 
 def _icl_batch(tokenizer, seeds=range(6), shots=12):
-    from difflora.demo.corpus import icl_conversation
+    from difflora.demo.conversations import icl_conversation
     from difflora.evaluation import icl
 
     examples = icl.load_examples()
@@ -228,7 +228,7 @@ def _sentence_words(tokenizer, text, common):
 
 
 def test_icl_overlap_targets_are_the_same_class_demonstrations_sharing_a_word(tokenizer):
-    from difflora.demo.copy_supervision import icl_pairs, label_marks
+    from difflora.demo.base.copy_supervision import icl_pairs, label_marks
 
     convs, b, examples = _icl_batch(tokenizer, range(8), 24)
     marks = label_marks(tokenizer, examples)
@@ -247,7 +247,7 @@ def test_icl_overlap_targets_are_the_same_class_demonstrations_sharing_a_word(to
 
 
 def test_icl_ends_gathers_each_sentence_first_and_last_word_like_a_needle_key(tokenizer):
-    from difflora.demo.copy_supervision import icl_pairs, label_marks
+    from difflora.demo.base.copy_supervision import icl_pairs, label_marks
 
     convs, b, examples = _icl_batch(tokenizer, range(3), 6)
     marks = label_marks(tokenizer, examples)
@@ -263,36 +263,11 @@ def test_icl_ends_gathers_each_sentence_first_and_last_word_like_a_needle_key(to
             assert (last[3], b["input_ids"][row, last[2]].item()) == (0, words[-1])
 
 
-def test_topical_documents_keep_to_one_topic_and_name_it_in_the_evaluation_format():
-    from difflora.demo.corpus import CorpusMix, named_icl_conversation, pretraining_documents, topic_paragraph
-    from difflora.evaluation import icl
-
-    examples = icl.load_examples()
-    topic_of = {row["text"]: row["label"] for row in examples}
-    rng = random.Random(0)
-    for _ in range(20):
-        paragraph = topic_paragraph(rng, examples, 5)
-        sentences = [s + "." for s in paragraph.rstrip(".").split(". ")]
-        assert len(sentences) == 5 and len({topic_of[s] for s in sentences}) == 1
-        user, assistant = named_icl_conversation(rng, examples, 12)
-        blocks = user["content"].split("\n\n")
-        assert blocks[0] == icl.INSTRUCTION + " " and 2 <= len(blocks) - 2 <= 12
-        for demo in blocks[1:-1]:
-            text, name = demo.split("\nlabel: ")
-            assert topic_of[text] == name  # labelled with its own topic's name
-        assert assistant["content"] == f"label: {topic_of[blocks[-1]]}"
-    mixed = pretraining_documents(300, 3, CorpusMix(retrieval=0.0, icl=0.0, short_answer=0.0, topic_prose=0.5,
-                                                   named_icl=0.5))
-    named = [d for d in mixed if isinstance(d, dict)]
-    assert 100 < len(named) < 200 and all(d["messages"][1]["content"].split()[-1] in set(topic_of.values())
-                                           for d in named)
-
-
 def test_icl_copy_pairs_are_averaged_apart_from_the_needles(tokenizer):
     """A needle answer brings dozens of copy pairs and an ICL answer a few: the collator keeps ICL's
     apart and the loss adds their own means, so that ICL is not a few percent of the copy loss."""
-    from difflora.demo.copy_supervision import icl_pairs, label_marks
-    from difflora.demo.corpus import icl_conversation
+    from difflora.demo.base.copy_supervision import icl_pairs, label_marks
+    from difflora.demo.conversations import icl_conversation
     from difflora.evaluation import icl
     from difflora.loading import tiny_model
 

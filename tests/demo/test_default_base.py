@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from difflora.demo import default_base_path
-from difflora.demo.base_model import MANIFEST, BaseRecipe, ensure_base, verify_base, write_manifest
+from difflora.demo.base import BaseRecipe, ensure_base, verify_base
+from difflora.demo.base.store import MANIFEST, write_manifest
 from difflora.errors import UserError
 
 FILES = {"model.safetensors": bytes(range(256)) * 8, "tokenizer.json": b'{"model": "x"}' * 20, "config.json": b"{}"}
@@ -20,7 +21,7 @@ FILES = {"model.safetensors": bytes(range(256)) * 8, "tokenizer.json": b'{"model
 @pytest.fixture(scope="module")
 def shipped():
     if not os.path.isdir(default_base_path(verify=False)):
-        pytest.skip("this checkout ships no default base model yet (see docs/demo-base-model.md)")
+        pytest.skip("this checkout ships no default base model yet (see docs/demo-base.md)")
     return default_base_path()  # verifies every checksum first
 
 
@@ -45,6 +46,17 @@ def test_shipped_base_is_the_default_recipes_model(shipped):
     files = json.loads(open(os.path.join(shipped, MANIFEST)).read())["files"]
     assert {"model.safetensors", "config.json", "tokenizer.json", "recipe.json", "pretraining_log.json"} <= set(files)
     assert sum(f["bytes"] for f in files.values()) <= 50 * 2**20
+
+
+def test_recipe_digests_and_recipe_json_do_not_change_when_a_field_is_retired(shipped):
+    """A recipe's digest names its cache folder and enters the demo's stage fingerprints: fields retired
+    from BaseRecipe and CorpusMix are still written with their one value (recipe.RETIRED, RETIRED_MIX)."""
+    from difflora.demo.base import QUICK_RECIPE
+
+    assert (BaseRecipe().digest(), QUICK_RECIPE.digest()) == ("a3486b1439f2", "ac2f7461cffc")
+    recipe = json.loads(open(os.path.join(shipped, "recipe.json")).read())
+    recipe.pop("build_seconds")
+    assert json.loads(json.dumps(BaseRecipe().to_dict())) == recipe
 
 
 def test_default_recipe_loads_the_shipped_base_without_pretraining(shipped, tmp_path, monkeypatch):
@@ -112,7 +124,7 @@ def test_manifest_lists_sizes_and_sha256(tmp_path):
 def test_a_build_folder_refuses_another_recipes_checkpoints(tmp_path):
     import dataclasses
 
-    from difflora.demo.base_model import claim_build_dir
+    from difflora.demo.base.build import claim_build_dir
 
     claim_build_dir(BaseRecipe(), str(tmp_path))
     claim_build_dir(BaseRecipe(), str(tmp_path))  # the same recipe resumes
@@ -122,7 +134,7 @@ def test_a_build_folder_refuses_another_recipes_checkpoints(tmp_path):
 
 def test_a_rebuild_is_compared_with_the_shipped_base_on_retrieval_and_icl(shipped, tmp_path):
     """--rebuild-base ends with this line; the shipped model against a copy of itself: no gap."""
-    from difflora.demo.base_model import compare_with_shipped
+    from difflora.demo.base.store import compare_with_shipped
 
     torch.set_num_threads(1)
     rebuilt = shutil.copytree(shipped, tmp_path / "rebuilt")
@@ -137,11 +149,11 @@ def test_a_rebuild_is_compared_with_the_shipped_base_on_retrieval_and_icl(shippe
 def test_an_interrupted_rebuild_resumes_its_checkpoints(tmp_path, monkeypatch):
     """--rebuild-base drops the finished model, not the build folder of the same recipe: running the
     command again after an interruption goes on from the last checkpoint."""
-    from difflora.demo import base_model
+    from difflora.demo.base import QUICK_RECIPE, build, store
 
     monkeypatch.setenv("DIFFLORA_CACHE", str(tmp_path / "cache"))
-    recipe = base_model.QUICK_RECIPE
-    path = base_model.base_dir(recipe)
+    recipe = QUICK_RECIPE
+    path = store.base_dir(recipe)
     os.makedirs(os.path.join(path + ".partial", "trainer", "checkpoint-6"))
     os.makedirs(path)
     seen = []
@@ -151,7 +163,7 @@ def test_an_interrupted_rebuild_resumes_its_checkpoints(tmp_path, monkeypatch):
         os.makedirs(os.path.join(work, "model"))
         return os.path.join(work, "model")
 
-    monkeypatch.setattr(base_model, "build_base", fake_build)
-    monkeypatch.setattr(base_model, "is_built", lambda p: os.path.isfile(os.path.join(p, "recipe.json")))
+    monkeypatch.setattr(build, "build_base", fake_build)
+    monkeypatch.setattr(store, "is_built", lambda p: os.path.isfile(os.path.join(p, "recipe.json")))
     assert ensure_base(recipe, rebuild=True, log=lambda *_: None) == (path, True)
     assert seen == [["checkpoint-6"]] and not os.path.exists(path + ".partial")

@@ -8,7 +8,8 @@ import os
 import pytest
 
 from difflora.cli.main import main as cli
-from difflora.demo.base_model import QUICK_RECIPE, base_dir, ensure_base, is_built
+from difflora.demo.base import QUICK_RECIPE, ensure_base
+from difflora.demo.base.store import base_dir, is_built
 from difflora.demo.plan import ALL_MODELS
 
 STOP = "train:difflora-64"  # interrupt after the second fine-tune
@@ -80,6 +81,7 @@ def test_report_has_every_section_plot_and_model(runs):
                     "## Held-out loss", "## DiffoRA selections", "## Training"):
         assert heading in md, heading
     assert "At the shortest context (256 tokens) the base model retrieves" in md
+    assert f"Command: `difflora demo --quick --out {out} --threads 1`" in md  # as typed (args.argv)
     for model in ("base", *ALL_MODELS):
         assert f"| {model} |" in md, model
     for figure in ("nih_mk2", "nih_mk3", "nih_mv", "icl", "attention_mass", "degeneration", "heldout_loss",
@@ -119,7 +121,7 @@ def test_base_is_rebuilt_when_its_recipe_changes(runs):
 
 
 def test_rebuild_base_forces_pretraining(runs, tmp_path):
-    from difflora.demo.base_model import ensure_base as ensure
+    from difflora.demo.base import ensure_base as ensure
 
     path, built = ensure(QUICK_RECIPE, rebuild=True, log=lambda *_: None)
     assert built and is_built(path)

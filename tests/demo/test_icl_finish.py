@@ -10,16 +10,17 @@ import shutil
 import pytest
 import torch
 
-from difflora.demo import base_model, default_base_path
-from difflora.demo.base_model import BaseRecipe, tokenize_document
-from difflora.demo.copy_supervision import supervised_loss
-from difflora.demo.icl_finish import (
+from difflora.demo import default_base_path
+from difflora.demo.base import BaseRecipe, build
+from difflora.demo.base.copy_supervision import supervised_loss
+from difflora.demo.base.icl_finish import (
     IclFinish,
     finish_icl,
     finishing_documents,
     icl_collator,
     optimizer_and_schedule,
 )
+from difflora.demo.base.training import tokenize_document
 
 TINY = IclFinish(steps=2, batch_size=2)
 SECOND = IclFinish(steps=1, batch_size=2, icl_share=0.3, seed=5)
@@ -112,17 +113,17 @@ def test_build_pretrains_once_then_finishes_and_resumes_the_finish(shipped, tmp_
         shutil.copytree(shipped, out)
         return out
 
-    monkeypatch.setattr(base_model, "pretrain", fake_pretrain)
+    monkeypatch.setattr(build, "pretrain", fake_pretrain)
     work = str(tmp_path / "build")
     recipe = _recipe(TINY, SECOND)
-    out = base_model.build_base(recipe, work, log=lambda *_: None)
+    out = build.build_base(recipe, work, log=lambda *_: None)
     assert calls == [os.path.join(work, "pretrained")] and os.path.isfile(os.path.join(out, "model.safetensors"))
     finished = _weights(out)
     first_part = os.path.join(work, "finished-0", "model.safetensors")
     written = os.stat(first_part).st_mtime_ns
     shutil.rmtree(out)  # interrupted after the last checkpoint: pretraining and the first part are not redone
     messages = []
-    out = base_model.build_base(recipe, work, log=messages.append)
+    out = build.build_base(recipe, work, log=messages.append)
     assert len(calls) == 1 and os.stat(first_part).st_mtime_ns == written
     assert [m for m in messages if "part" in m] == [m for m in messages if "part 2 of 2" in m] != []
     again = _weights(out)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-import sys
 import time
 
 from ..validation import Choice, InputFile, OutputFolder, Whole
@@ -60,7 +59,7 @@ def _demo(args) -> int:
                "icl_samples": args.samples, "nih_tasks": args.needles and tuple(args.needles)}
     plan = dataclasses.replace(plan, **{k: v for k, v in changes.items() if v})
     started = time.time()
-    command = "difflora " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] else None
+    command = "difflora " + " ".join(shlex.quote(a) for a in args.argv)  # as typed, for the report
     try:
         report = run_demo(plan, args.out, rebuild_base=args.rebuild_base, command=command, device=args.device)
     except KeyboardInterrupt:

@@ -1,5 +1,5 @@
 """`difflora demo`: the paper's comparison in miniature on a model the project makes itself."""
 
-from .base_model import default_base_path
+from .base import default_base_path
 
 __all__ = ["default_base_path"]

@@ -14,7 +14,7 @@ import random
 
 from ..evaluation import icl, nih
 from ..evaluation.results import write_jsonl
-from .corpus import answer, icl_conversation, short_answer_conversation
+from .conversations import answer, icl_conversation, short_answer_conversation
 
 SYSTEM = "You are a careful assistant. Answer exactly."
 

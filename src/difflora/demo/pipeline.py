@@ -22,7 +22,7 @@ from ..evaluation.results import write_json
 from ..loading import ModelSpec, load_model
 from ..train.config import read_yaml_config
 from ..train.method_spec import LORA_8, MethodSpec
-from .base_model import ensure_base
+from .base import ensure_base, needs_build
 from .plan import DIFFORA_MODELS, DemoPlan, check_plan, selection_for
 from .state import DemoState, StopAfterStage, fingerprint
 
@@ -61,8 +61,6 @@ class Demo:
             self.base_path = self.plan.base_model
             return self.plan.base_model
         fingerprint = self.plan.recipe.digest()
-        from .base_model import needs_build
-
         if self.rebuild_base or needs_build(self.plan.recipe):
             self.banner("base", "pretraining the default base model (once; cached for later runs)")
         started = time.time()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UserError
 from ..train.method_spec import MethodSpec
-from .base_model import QUICK_RECIPE, BaseRecipe
+from .base import QUICK_RECIPE, BaseRecipe
 from .state import fingerprint
 
 ALL_MODELS = ("lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "shared-diff",
@@ -38,7 +38,7 @@ class DemoPlan:
     instruction_units: int = 18        # haystack units per generated retrieval instruction (up to ~450 tokens)
     train_max_length: int = 512
     # 60 steps (480 of the ~1050 conversations): nine fine-tunes and ten evaluations fit the demo's
-    # 8-minute budget on 2 cores (120 steps took 810 s in all; docs/demo-base-model.md)
+    # 8-minute budget on 2 cores (120 steps took 810 s in all; docs/notes/demo-base-model.md)
     training: dict = field(default_factory=lambda: dict(
         max_steps=60, per_device_train_batch_size=8, learning_rate=1e-3, lr_scheduler_type="linear",
         warmup_steps=0.05, logging_steps=5, save_steps=20, save_total_limit=1, seed=0))

@@ -17,7 +17,7 @@ from ..evaluation.paper import FINDINGS
 from ..evaluation.plots import grouped_bars, plt, save_figure
 from ..evaluation.tasks import TASKS
 from ..train.trainer import lambda_series
-from .base_model import default_base_path
+from .base import default_base_path
 from .compare import findings
 from .evaluate import LOSS, gather
 from .plan import DIFFORA_MODELS, DemoPlan

@@ -18,11 +18,6 @@ import zipfile
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def is_complete(path: str) -> bool:
-    """Whether the checkpoint folder is complete and every file in it loads (see damage)."""
-    return damage(path) is None
-
-
 def damage(path: str) -> str | None:
     """None for a checkpoint that can be resumed, else what is wrong with it, in a few words.
 

@@ -1,16 +1,20 @@
 """The base recipe's last phase: teaching the pretrained model many-shot in-context classification.
 
-Pretraining (base_model.build_base) makes a model that retrieves needles but classifies in context at
-chance: its ICL conversations were a few percent of the corpus and nothing supervised where the
+Pretraining (build.build_base) makes a model that retrieves needles but classifies in context at
+chance: its ICL conversations are a few percent of the corpus and nothing supervises where the
 answer should look. This phase continues it on ICL and retrieval conversations with the recipe's
 attention supervision plus ICL's (copy_supervision.icl_pairs): each sentence is keyed like a needle
 (first-layer heads 0 and 1, the needle key-gathering heads, look at its first and last content word),
 and at the answer the last layer is trained onto the ids of the same-class demonstrations that share
-such a word, with ICL's pairs averaged on their own (docs/demo-base-model.md, probes icl1-icl8, f1).
-The phase is a sequence of parts (a long one mostly on ICL, then a shorter one with more
-retrieval, which brings back the retrieval the first part wore down: probe f2), each with plain torch
-AdamW at a constant rate after a short warm-up, so that a shorter part is exactly the start of a
-longer one; Trainer checkpoints and each part's written model make it resumable.
+such a word. Looser targets (every word of the sentence, or its topic) left ICL at chance for a
+thousand steps; with sentences keyed like needles the match forms, once ICL's copy pairs are averaged
+on their own (pooled with a needle batch's far more numerous pairs they are a few percent of the
+loss). docs/notes/demo-base-model.md has the measurements.
+
+The phase is a sequence of parts: a long one mostly on ICL costs some retrieval, which a shorter one
+with more retrieval wins back. Each part runs plain torch AdamW at a constant rate after a short
+warm-up, so that a shorter part is exactly the start of a longer one; Trainer checkpoints and each
+part's written model make it resumable.
 """
 
 from __future__ import annotations
@@ -39,16 +43,15 @@ def finishing_documents(mix, phase: IclFinish) -> list:
     """The phase's documents: the recipe's mix with ICL at its share and retrieval for the rest."""
     from .corpus import pretraining_documents
 
-    mix = dataclasses.replace(mix, retrieval=1 - phase.icl_share, icl=phase.icl_share, short_answer=0.0,
-                              recall=0.0, topic_prose=0.0, named_icl=0.0)
+    mix = dataclasses.replace(mix, retrieval=1 - phase.icl_share, icl=phase.icl_share, short_answer=0.0)
     return pretraining_documents(phase.steps * phase.batch_size, phase.seed, mix)
 
 
 def icl_collator(tokenizer, gather_heads: tuple[int, ...]):
     """The phase's collator: needle and ICL copy pairs, sentences keyed by their first and last content
     word, copy targets the same-class demonstrations sharing one of them."""
-    from ..evaluation import icl
-    from ..train.chat_data import ChatCollator
+    from ...evaluation import icl
+    from ...train.chat_data import ChatCollator
     from .copy_supervision import CopyPairCollator, digit_token_ids, label_marks, needle_marks
 
     return CopyPairCollator(ChatCollator(tokenizer.pad_token_id), digit_token_ids(tokenizer), needle_marks(tokenizer),
@@ -90,8 +93,8 @@ def _run_part(recipe, part: IclFinish, source: str, out: str, trainer_dir: str, 
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-    from .base_model import MAX_DOCUMENT, _in_order_trainer, tokenize_document
     from .copy_supervision import copy_supervised
+    from .training import MAX_DOCUMENT, in_order_trainer, tokenize_document
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation="eager")
@@ -101,7 +104,7 @@ def _run_part(recipe, part: IclFinish, source: str, out: str, trainer_dir: str, 
         logging_steps=max(1, part.steps // 100), save_strategy="steps", save_steps=max(1, part.steps // 8),
         save_total_limit=1, report_to=[], use_cpu=not torch.cuda.is_available(), seed=part.seed,
         dataloader_num_workers=0, disable_tqdm=False)
-    trainer_class = copy_supervised(_in_order_trainer(), recipe.copy_weight,
+    trainer_class = copy_supervised(in_order_trainer(), recipe.copy_weight,
                                     None if recipe.copy_head < 0 else recipe.copy_head, recipe.readout_weight)
     trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), callbacks=callbacks,
                             data_collator=icl_collator(tokenizer, part.gather_heads),

@@ -4,8 +4,8 @@ Needle retrieval takes two circuits: a *copy* circuit (attend to a value's digit
 out) and a *match* circuit (the attention's query carries the asked key, each needle's value
 carries its own key, and the two are compared). A tiny model trained on answers alone learns the
 first within a few hundred steps and then sits on a plateau: its answer is the value of a needle
-chosen at random (loss ln(needles) on the first digit; docs/demo-base-model.md records about
-thirty such runs). The match circuit gets no gradient until attention already prefers the right
+chosen at random (loss ln(needles) on the first digit; docs/notes/demo-base-model.md records about
+thirty such recipes). The match circuit gets no gradient until attention already prefers the right
 needle, so nothing starts it.
 
 The base recipe therefore adds three losses. Copy: the heads of the last layer are told, at every
@@ -230,8 +230,9 @@ def readout_loss(model, attention_output: torch.Tensor, pairs: torch.Tensor, inp
     """Cross-entropy of the last layer's attention output alone (through the final norm and the
     unembedding) at each pair's query against the token its heads are supervised to look at.
     Without it the heads look at the right digit but their output projections, two small matrices
-    trained only through the language-model loss, stay near zero: the model never reads them
-    (docs/demo-base-model.md, runs r9 and s4b)."""
+    trained only through the language-model loss, stay near zero: the model never reads them (with
+    the copy and gathering losses alone the heads found the right digit while the language-model
+    loss stayed on its plateau for 600 steps; docs/notes/demo-base-model.md)."""
     if pairs.numel() == 0:
         return attention_output.sum() * 0.0
     pairs = pairs.to(attention_output.device)
@@ -269,7 +270,7 @@ def supervised_loss(model, batch: dict, weight: float, head: int | None = 0, rea
     copy pairs: the copy (and, with gather pairs, gathering) attention losses times `weight`, plus the
     readout loss times `readout`. ICL's copy pairs ("icl_pairs") add their own copy and readout losses,
     each a mean over ICL's pairs alone: pooled with a needle batch's pairs they would be 2-6 % of them,
-    too small a share of the loss to teach the match (docs/demo-base-model.md, icl8)."""
+    too small a share of the loss to teach the match (docs/notes/demo-base-model.md)."""
     batch = dict(batch)
     pairs, quads, icl = batch.pop("copy_pairs"), batch.pop("gather_pairs", None), batch.pop("icl_pairs", None)
     captured: dict = {}
