@@ -1,17 +1,20 @@
-"""Peak memory of a training step, each configuration in a fresh process.
+"""Peak memory of a training step.
 
 What is measured (per configuration, per sequence length):
-  peak memory while running `steps` training steps  -  memory right after the model was built.
+  peak memory while running `steps` training steps  -  memory right before the configuration's first step.
 So it counts activations kept for backward, gradients, AdamW state and temporaries, but not the
 weights themselves.
-  CPU:  the process's resident set. Linux's peak-RSS counter (VmHWM) is reset before each length
-        (/proc/self/clear_refs); where that is not allowed, getrusage's ru_maxrss is used and
-        lengths run in increasing order, so each length's peak is still its own. glibc's mmap
-        threshold is fixed (MALLOC_MMAP_THRESHOLD_) so freed activations go back to the system
-        between lengths instead of being kept in the heap and reused unseen.
-  CUDA: torch.cuda.max_memory_allocated after torch.cuda.reset_peak_memory_stats (tensor memory,
-        not the caching allocator's reserve).
-The process is forked on CPU (no second import of torch and transformers) and spawned on CUDA.
+  CPU:  the resident set of a fresh forked process per configuration (peak_memory). Linux's peak-RSS
+        counter (VmHWM) is reset before each length (/proc/self/clear_refs); where that is not allowed,
+        getrusage's ru_maxrss is used and lengths run in increasing order, so each length's peak is
+        still its own. glibc's mmap threshold is fixed (MALLOC_MMAP_THRESHOLD_) so freed activations go
+        back to the system between lengths instead of being kept in the heap and reused unseen. A process
+        of its own is needed because the resident set is the whole process's.
+  CUDA: in the benchmark's own process, on the configuration it times (peak_memory_in_process):
+        torch.cuda.max_memory_allocated after empty_cache and reset_peak_memory_stats, minus
+        memory_allocated before the configuration's first step (tensor memory, not the caching
+        allocator's reserve). The allocator counts tensors, so the other configurations' weights in the
+        same process are part of both figures and cancel out. No process start, no second build.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ MMAP_THRESHOLD = "65536"
 
 def peak_memory(name: str, shape_name: str, lengths: list[int], device: str, dtype: str, threads: int,
                 steps: int = 2) -> dict[int, float]:
-    """{length: peak MiB above the built model} for one configuration, measured in a child process."""
+    """{length: peak MiB above the built model} for one configuration, measured in a child process
+    (forked on CPU; spawned on CUDA, where run.py measures in-process instead)."""
     context = multiprocessing.get_context("fork" if device == "cpu" else "spawn")
     os.environ["MALLOC_MMAP_THRESHOLD_"] = MMAP_THRESHOLD  # read by glibc at the child's first malloc (spawn)
     parent, child = context.Pipe(duplex=False)
@@ -45,6 +49,26 @@ def peak_memory(name: str, shape_name: str, lengths: list[int], device: str, dty
     if "error" in result:
         raise RuntimeError(result["error"])
     return result
+
+
+def peak_memory_in_process(setup, shape, lengths: list[int], device: str, steps: int = 2) -> dict[int, float]:
+    """{length: peak MiB above the memory before the first step} for an already built configuration,
+    in this process (CUDA: the allocator counts tensors, not the process). Its gradients are freed
+    afterwards; its AdamW state stays (the timed steps need it anyway)."""
+    meter = Meter(device)
+    peaks = {}
+    for tokens in sorted(lengths):
+        ids = random_ids(shape, tokens, device)
+        meter.reset()
+        for _ in range(steps):
+            train_step(setup, ids)
+        peaks[tokens] = meter.peak_mib()
+        del ids
+    setup.optimizer.zero_grad(set_to_none=True)
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return peaks
 
 
 def _worker(conn, name, shape_name, lengths, device, dtype, threads, steps) -> None:
@@ -89,6 +113,7 @@ class Meter:
         gc.collect()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
+            torch.cuda.empty_cache()
             self.baseline = torch.cuda.memory_allocated()
         else:
             self.baseline = _rss_bytes()
@@ -97,6 +122,8 @@ class Meter:
     def reset(self) -> None:
         gc.collect()
         if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         elif self.can_reset:
             _reset_peak_rss()

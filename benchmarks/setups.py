@@ -9,6 +9,7 @@ undercut, so it is the meaningful base row. The target comparison is DiffLoRA ag
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -34,16 +35,36 @@ class Setup:
     trainable: int
 
 
+@contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Parameters made inside get this dtype (as from_pretrained(dtype=...) does)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
 def build_base(shape: ModelShape, device: str, dtype: torch.dtype, max_positions: int, seed: int = 0):
-    model = difflora.loading.tiny_model(
-        "llama", vocab_size=shape.vocab, hidden_size=shape.hidden, layers=shape.layers, heads=shape.heads,
-        kv_heads=shape.kv_heads, intermediate_size=shape.intermediate, head_dim=shape.head_dim,
-        max_position_embeddings=max(4096, max_positions), seed=seed)
-    return model.to(device=device, dtype=dtype)
+    """The base model, made directly on `device` in `dtype`: no float32 copy on the CPU first (a 1B model
+    took seconds to build on the CPU and move). The random initialisation runs on the device's generator,
+    so base weights are identical across configurations of one run on one device, not across devices.
+    Buffers that transformers computes in float32 on purpose (rotary inv_freq) stay float32, as with
+    from_pretrained(dtype=...)."""
+    with torch.device(device), default_dtype(dtype):
+        model = difflora.loading.tiny_model(
+            "llama", vocab_size=shape.vocab, hidden_size=shape.hidden, layers=shape.layers, heads=shape.heads,
+            kv_heads=shape.kv_heads, intermediate_size=shape.intermediate, head_dim=shape.head_dim,
+            max_position_embeddings=max(4096, max_positions), seed=seed)
+    return model
 
 
 def build(name: str, shape: ModelShape, device: str, dtype: torch.dtype, max_positions: int = 4096) -> Setup:
-    """Base weights are identical across configurations (same seed); adapters go on top."""
+    """Base weights are identical across configurations (same seed); adapters go on top. PEFT and
+    DiffLoRA create each adapter on its base weight's device (float32 adapters, as PeftModel upcasts
+    half-precision ones); the final .to(device) only catches a tensor left elsewhere and moves nothing
+    otherwise."""
     model = build_base(shape, device, dtype, max_positions)
     if name.startswith("lora-"):
         r = int(name.split("-", 1)[1])
@@ -51,6 +72,7 @@ def build(name: str, shape: ModelShape, device: str, dtype: torch.dtype, max_pos
                                                  target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
     elif name != "base":
         model = get_peft_model(model, difflora.DiffLoRAConfig.from_preset(name))
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     return Setup(name, model.train(), optimizer, sum(p.numel() for p in params))
@@ -65,9 +87,9 @@ def train_step(setup: Setup, input_ids: torch.Tensor) -> float:
     return loss.item()
 
 
-def random_ids(shape: ModelShape, tokens: int, device: str, seed: int = 0) -> torch.Tensor:
+def random_ids(shape: ModelShape, tokens: int, device: str, seed: int = 0, batch: int = 1) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(3, shape.vocab, (1, tokens), generator=generator).to(device)
+    return torch.randint(3, shape.vocab, (batch, tokens), generator=generator).to(device)
 
 
 def synchronize(device: str) -> None:
