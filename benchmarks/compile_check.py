@@ -45,7 +45,7 @@ from torch._dynamo.testing import CompileCounterWithBackend  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/timing.py
 
 import difflora  # noqa: E402
-from difflora.loading import tiny_model  # noqa: E402
+from difflora.testing import tiny_model  # noqa: E402
 from difflora.tuner.config import PRESETS  # noqa: E402
 
 LORA = "lora-8"

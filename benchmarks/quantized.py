@@ -117,7 +117,7 @@ def worker(base: str, checkpoint: str, args) -> dict:
 
 
 def build_checkpoint(folder: str, quick: bool) -> None:
-    from difflora.loading import tiny_model
+    from difflora.testing import tiny_model
 
     tiny_model("llama", **(QUICK_SHAPE if quick else SHAPE)).save_pretrained(folder)
 

@@ -96,8 +96,9 @@ def report(record: dict) -> str:
     lines.append("| --- |" + " ---: |" * len(record["decode"][next(iter(record["decode"]))]))
     for prompt, rates in record["decode"].items():
         ref = rates[REFERENCE]
-        cells = [f"{r:.1f} ({r / ref:.2f}x{'' if n == REFERENCE or n == 'difflora-64' else ' ok' if r / ref >= DECODE_TARGET else ' MISS'})"
-                 for n, r in rates.items()]
+        verdict = {n: "" if n in (REFERENCE, "difflora-64") else " ok" if r / ref >= DECODE_TARGET else " MISS"
+                   for n, r in rates.items()}
+        cells = [f"{r:.1f} ({r / ref:.2f}x{verdict[n]})" for n, r in rates.items()]
         lines.append(f"| {prompt} | " + " | ".join(cells) + " |")
     lines += ["", "Training step (median ms; ratio to LoRA; FLOP bound; verdict: ratio <= 1.10 x bound):",
               "| tokens | config | ms | / LoRA | bound | verdict | spread |",

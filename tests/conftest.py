@@ -35,7 +35,7 @@ def tiny_tokenizer():
 
 @pytest.fixture
 def tiny_model_factory():
-    from difflora.loading import tiny_model
+    from difflora.testing import tiny_model
 
     return tiny_model
 
@@ -43,7 +43,7 @@ def tiny_model_factory():
 @pytest.fixture(scope="session")
 def tiny_base_dir(tmp_path_factory, tiny_tokenizer):
     """A tiny Llama checkpoint + tokenizer saved to disk, loadable with from_pretrained like a real one."""
-    from difflora.loading import tiny_model
+    from difflora.testing import tiny_model
 
     path = tmp_path_factory.mktemp("tiny-base")
     model = tiny_model("llama", vocab_size=len(tiny_tokenizer), hidden_size=64, layers=2)

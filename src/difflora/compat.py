@@ -1,6 +1,7 @@
 """Everything difflora needs from transformers internals, in one place.
 
-A new transformers release should only ever touch this file. The attention body of the Llama
+A new transformers release should only ever touch this file (the attention module's interface below;
+the TrainingArguments names training passes, at the end). The attention body of the Llama
 family (q/k/v projections, optional per-head q/k norm, rotary, cache update, pluggable backend,
 o_proj) is the same from 5.5 to 5.24 except for one rename: 5.24 passes the cache to the attention
 module as `cache=` (formerly `past_key_values=`) and calls `cache.update(k, v, layer_idx, kwargs=...)`.
@@ -12,6 +13,8 @@ error instead of a silently wrong output.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import importlib
 import inspect
 import logging
@@ -333,3 +336,41 @@ def model_type_of(model: nn.Module) -> str | None:
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return getattr(text, "model_type", None)
 
+
+# ------------------------------------------------------------------------------------------------
+# TrainingArguments: transformers 5.2x renamed gradient_checkpointing(_kwargs) to
+# activation_checkpointing(_kwargs). A config may use either spelling on every 5.x release; training
+# passes the one the installed release knows.
+
+CHECKPOINTING_SPELLINGS = (("gradient_checkpointing", "activation_checkpointing"),
+                           ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"))
+
+
+@functools.cache
+def _training_fields() -> frozenset[str]:
+    from transformers import TrainingArguments
+
+    return frozenset(f.name for f in dataclasses.fields(TrainingArguments))
+
+
+def training_argument_names() -> frozenset[str]:
+    """Every key a config's training: section may hold: the TrainingArguments fields of this release
+    and both spellings of the checkpointing options."""
+    return _training_fields() | {name for pair in CHECKPOINTING_SPELLINGS for name in pair}
+
+
+def checkpointing_argument() -> str:
+    """The TrainingArguments field that switches activation checkpointing on in this release (its
+    keywords are this name + "_kwargs")."""
+    return "activation_checkpointing" if "activation_checkpointing" in _training_fields() else "gradient_checkpointing"
+
+
+def training_arguments(values: dict) -> dict:
+    """A copy of training settings with the checkpointing options under this release's names."""
+    out = dict(values)
+    renamed = checkpointing_argument() == "activation_checkpointing"
+    for old, new in CHECKPOINTING_SPELLINGS:
+        used, alias = (new, old) if renamed else (old, new)
+        if alias in out:
+            out.setdefault(used, out.pop(alias))
+    return out

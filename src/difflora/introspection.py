@@ -95,7 +95,8 @@ def attention_maps(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
     wanted = layers
     layers = difflora_layers(model)
     if not layers:
-        raise ValueError("attention_maps needs a model with DiffLoRA layers (get_peft_model(model, DiffLoRAConfig(...)))")
+        raise ValueError("attention_maps needs a model with DiffLoRA layers "
+                         "(get_peft_model(model, DiffLoRAConfig(...)))")
     if wanted is not None:
         missing = set(wanted) - {m.layer_idx for m in layers}
         if missing:
@@ -134,6 +135,7 @@ def _check_inputs(model: nn.Module, input_ids, attention_mask) -> None:
                          "encode the text with this model's tokenizer")
     if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor)
                                        or attention_mask.shape != input_ids.shape):
-        shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+        shape = (tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor)
+                 else type(attention_mask).__name__)
         raise ValueError(f"attention_maps: attention_mask must be a tensor shaped like input_ids "
                          f"{tuple(input_ids.shape)}, got {shape}")

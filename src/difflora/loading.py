@@ -1,8 +1,9 @@
-"""Loading models: a real checkpoint from a path or the hub, an adapter on top of it, or a tiny
-model built from config (tests, benchmarks).
+"""Loading models: a real checkpoint from a path or the hub, an adapter on top of it, and the
+models of a command's --model options (labelled specs); tiny models built from config for tests and
+benchmarks are difflora.testing's (TINY_SHAPES and tiny_model, importable from here too).
 
 Every command that takes "a model" takes a spec string:
-    BASE                      a base model (local folder or hub id)
+    BASE                      a base model (local folder, hub id, or a fetched real base's name: real_bases.py)
     BASE::ADAPTER_DIR         a PEFT adapter (DiffLoRA or LoRA) on that base
     ADAPTER_DIR               an adapter folder alone; its adapter_config.json names the base
 """
@@ -18,49 +19,11 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from . import compat
+from . import compat, real_bases
+from .devices import torch_dtype
 from .errors import UserError
 from .quantization import bitsandbytes_config, parse_quantization, protect_quantized_base
-
-TINY_SHAPES = {
-    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
-    "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": 16}),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 16}),
-    # head_dim 16 = hidden 64 / 4 heads; soft-capping and query_pre_attn_scalar != head_dim so both show
-    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM",  # no SDPA support in transformers (soft-capping)
-               {"attn_implementation": "eager", "head_dim": 16, "query_pre_attn_scalar": 24, "attn_logit_softcapping": 5.0, "sliding_window": 6,
-                "final_logit_softcapping": 30.0}),
-    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM",
-                    {"head_dim": 16, "query_pre_attn_scalar": 24, "sliding_window": 6, "sliding_window_pattern": 2}),
-    "phi3": ("Phi3Config", "Phi3ForCausalLM", {"sliding_window": 8}),
-    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {}),
-    "mixtral": ("MixtralConfig", "MixtralForCausalLM", {"num_local_experts": 4, "num_experts_per_tok": 2,
-                                                        "sliding_window": 8}),
-    "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM", {"num_experts": 4, "num_experts_per_tok": 2,
-                                                            "moe_intermediate_size": 32,
-                                                            "shared_expert_intermediate_size": 48}),
-    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", {"head_dim": 16, "num_experts": 4,
-                                                            "num_experts_per_tok": 2, "moe_intermediate_size": 32}),
-}
-
-
-def tiny_model(family: str = "llama", *, vocab_size: int = 128, hidden_size: int = 64, layers: int = 2,
-               heads: int = 4, kv_heads: int = 2, intermediate_size: int = 96, seed: int = 0,
-               attn_implementation: str = "sdpa", **overrides):
-    """A randomly initialised model of the given family, built from config (no download)."""
-    import transformers
-
-    cfg_name, model_name, family_defaults = TINY_SHAPES[family]
-    args = dict(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
-                num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                max_position_embeddings=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                attn_implementation=attn_implementation)
-    args.update(family_defaults)
-    args.update(overrides)
-    config = getattr(transformers, cfg_name)(**args)
-    torch.manual_seed(seed)
-    return getattr(transformers, model_name)(config).eval()
+from .testing import TINY_SHAPES, tiny_model  # noqa: F401  (their former home: importable from here)
 
 
 @dataclass
@@ -131,23 +94,28 @@ def looks_local(name: str) -> bool:
     return "/" in name and os.path.isdir(head)
 
 
-def check_local_model_path(name: str, what: str = "base model") -> None:
-    """Refuse at once (no hub retries) a model string that is clearly a path but names no folder."""
+def check_local_model_path(name: str, what: str = "base model") -> str:
+    """Refuse at once (no hub retries) a model string that is clearly a path but names no folder.
+    Returns where the model is: a registered real base's name (difflora.real_bases) gives its fetched
+    folder (an unfetched one is a UserError naming the fetch command), any other string itself."""
+    name = real_bases.resolve(name)
     if os.path.isdir(name):
-        return
+        return name
     if os.path.exists(name):
         raise UserError(f"{what} '{name}' is a file, not a model folder (config.json + weights + tokenizer)")
     if looks_local(name):
         raise UserError(f"{what} '{name}' is neither a local folder (nothing is at that path) nor a hub id; "
                         "check the path")
+    return name
 
 
-def check_model_source(name: str, what: str = "base model") -> None:
-    """check_local_model_path, and a hub id is refused at once when the hub is offline (else it is
-    left to from_pretrained)."""
-    check_local_model_path(name, what)
+def check_model_source(name: str, what: str = "base model") -> str:
+    """check_local_model_path (returns where the model is), and a hub id is refused at once when the hub
+    is offline (else it is left to from_pretrained)."""
+    name = check_local_model_path(name, what)
     if not os.path.isdir(name) and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise UserError(f"{what} '{name}' is not a local folder and the hub is offline (HF_HUB_OFFLINE=1)")
+    return name
 
 
 def load_base(name_or_path: str, *, dtype: str | torch.dtype = "auto", attn_implementation: str | None = None,
@@ -155,7 +123,7 @@ def load_base(name_or_path: str, *, dtype: str | torch.dtype = "auto", attn_impl
     """A causal LM and its tokenizer from a local folder or the hub (when the hub is reachable);
     quantization (a difflora.quantization setting: nf4, fp4, int8 or a mapping) loads the base
     weights in 4 or 8 bits with bitsandbytes."""
-    check_model_source(name_or_path)
+    name_or_path = check_model_source(name_or_path)
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except OSError as exc:
@@ -164,7 +132,7 @@ def load_base(name_or_path: str, *, dtype: str | torch.dtype = "auto", attn_impl
         raise UserError(f"cannot load base model '{name_or_path}': {why} ({exc.__class__.__name__})") from exc
     except ValueError as exc:  # a corrupt config.json
         raise UserError(f"cannot load base model '{name_or_path}': {str(exc).splitlines()[0][:200]}") from exc
-    kwargs = {"dtype": _dtype(dtype)}
+    kwargs = {"dtype": torch_dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if quantization is not None:
@@ -186,7 +154,7 @@ def load_base(name_or_path: str, *, dtype: str | torch.dtype = "auto", attn_impl
 def load_chat_tokenizer(source: str, what: str = "model"):
     """The tokenizer of a model folder (or hub id) for chat fine-tuning: it must have a chat template,
     and gets a pad token when it has none. `what` names the source in errors (model or tokenizer)."""
-    check_model_source(source, what)
+    source = check_model_source(source, what)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
@@ -236,11 +204,42 @@ def _quantized_loading(quantization, dtype, device: str | None) -> dict:
     return {"quantization_config": bitsandbytes_config(setting, model_dtype), "device_map": {"": device}}
 
 
-def _dtype(dtype):
-    if isinstance(dtype, torch.dtype) or dtype == "auto":
-        return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in names:
-        raise UserError(f"unknown dtype '{dtype}': use one of {', '.join(names)} or auto")
-    return names[dtype]
+# --------------------------------------------------------------------------------------------
+# The models of a command's --model options: NAME=SPEC gives a model its label in tables and plots.
+
+_LABELLED = re.compile(r"^([A-Za-z0-9_.+-]+)=(.+)$")
+
+
+def split_label(spec: str) -> tuple[str | None, str]:
+    """"NAME=SPEC" -> (NAME, SPEC); a plain SPEC (or a path that exists, '=' and all) -> (None, SPEC)."""
+    match = _LABELLED.match(spec)
+    if match and not os.path.exists(spec):
+        return match.group(1), match.group(2)
+    return None, spec
+
+
+def load_models(specs: list[str], settings, quantization: str | None = None) -> dict:
+    """{label: (model, tokenizer)} for model specs (optionally NAME=SPEC), each labelled by its NAME or
+    its folder's name (a repeated label gets a prime). settings: an EvalSettings (device, dtype,
+    show_progress); device None is cuda when available. An adapter made for another base is a
+    one-line UserError."""
+    from rich.console import Console
+
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    console = Console(stderr=True, quiet=not settings.show_progress)
+    models = {}
+    for raw in specs:
+        name, spec = split_label(raw)
+        parsed = parse_model_spec(spec)
+        label = name or parsed.label
+        while label in models:
+            label += "'"
+        console.print(f"loading {label} ({spec})")
+        try:
+            models[label] = load_model(parsed, dtype=settings.dtype, device=device, quantization=quantization)
+        except RuntimeError as exc:  # PEFT's state-dict shape mismatch for a LoRA made on another base
+            if "size mismatch" not in str(exc):
+                raise
+            raise UserError(f"adapter '{parsed.adapter}' does not fit base '{parsed.base}' (weight shapes differ): "
+                            "it was made for another base model") from None
+    return models

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .devices import WEIGHT_DTYPES
 from .errors import UserError
 
 NAMED = {
@@ -29,7 +30,7 @@ NAMED = {
     "int8": dict(bits=8),
 }
 QUANT_TYPES = ("nf4", "fp4")
-COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+COMPUTE_DTYPES = WEIGHT_DTYPES  # by their full names
 _INSTALL = "pip install bitsandbytes (or pip install 'difflora[quant]')"
 
 

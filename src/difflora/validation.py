@@ -3,7 +3,8 @@
 A kind converts a command-line string (`from_text`), checks a value, e.g. one read from YAML
 (`check`), and says in words what it allows (`allowed`). Every message names the setting,
 what it got and what is allowed, so it fits on one line. Checks run before any model or data is
-loaded: nothing expensive happens before a bad value is refused.
+loaded: nothing expensive happens before a bad value is refused. `kind(K)` makes a kind the type of
+a command-line option (the CLI's commands and the evaluation tasks declare their options with it).
 """
 
 from __future__ import annotations
@@ -45,6 +46,19 @@ class Kind:
 
 class _Bad(Exception):
     """Raised by _convert: the value is not of this kind (the caller words the message)."""
+
+
+def kind(k: Kind):
+    """An argparse type for kind k: it only converts the text (a number stays text when it is not
+    one); cli/options.check_options then checks every value, so errors are UserErrors named by option.
+    Here, below every command and task that declares options, so that each can use it."""
+
+    def convert(text: str):
+        return k.from_text(text)
+
+    convert.kind = k
+    convert.__name__ = type(k).__name__
+    return convert
 
 
 def _bounds(low, low_open: bool, high, high_open: bool) -> str:
@@ -121,8 +135,10 @@ class Real(Kind):
     def _convert(self, value):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise _Bad
-        if ((self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum)
-                or (self.above is not None and value <= self.above) or (self.below is not None and value >= self.below)):
+        if ((self.minimum is not None and value < self.minimum)
+                or (self.maximum is not None and value > self.maximum)
+                or (self.above is not None and value <= self.above)
+                or (self.below is not None and value >= self.below)):
             raise _Bad
         return value
 

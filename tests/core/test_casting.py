@@ -12,7 +12,7 @@ import torch
 from peft import PeftModel, get_peft_model
 
 from difflora import DiffLoRAConfig
-from difflora.loading import tiny_model
+from difflora.testing import tiny_model
 from difflora.tuner.config import PRESETS
 
 from .test_reference import check_all_layers, padded_batch, randomize

@@ -2,6 +2,7 @@
 wrap time with one line naming the installed transformers and the tested range, and the model is
 left untouched. The cache keyword of the installed release reaches the cache either way."""
 
+import dataclasses
 import inspect
 
 import pytest
@@ -11,7 +12,7 @@ from peft import get_peft_model
 
 import difflora
 from difflora import DiffLoRAConfig, compat
-from difflora.loading import tiny_model
+from difflora.testing import tiny_model
 
 CACHE = compat.cache_kwarg_of(compat.attention_class(compat.family_of("llama")))
 
@@ -126,3 +127,12 @@ def test_disabled_adapter_hands_the_cache_back_to_the_base_module():
         with model.disable_adapter():
             assert torch.equal(model.generate(input_ids=ids, max_new_tokens=10, do_sample=False, pad_token_id=0),
                                expected)
+
+
+@pytest.mark.parametrize("spelling", ["gradient_checkpointing", "activation_checkpointing"])
+def test_either_checkpointing_spelling_reaches_training_arguments_under_this_releases_name(spelling):
+    used = compat.checkpointing_argument()
+    assert used in {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
+    assert {spelling, f"{spelling}_kwargs"} <= compat.training_argument_names()
+    values = compat.training_arguments({spelling: True, f"{spelling}_kwargs": {"use_reentrant": False}, "seed": 1})
+    assert values == {used: True, f"{used}_kwargs": {"use_reentrant": False}, "seed": 1}

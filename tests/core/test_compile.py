@@ -15,7 +15,7 @@ from torch._dynamo.testing import CompileCounter
 from transformers import CompileConfig, StaticCache
 
 from difflora import DiffLoRAConfig
-from difflora.loading import tiny_model
+from difflora.testing import tiny_model
 from difflora.tuner.config import PRESETS
 
 from .test_reference import padded_batch, randomize
@@ -116,7 +116,8 @@ def test_compiled_static_generate_keeps_one_graph_over_many_layers(preset):
 @pytest.mark.parametrize("method", ["difflora-64", "difflora-shared-kv", "lora"])
 def test_inductor_static_generate(method):
     base = tiny_model("llama", layers=torch._dynamo.config.recompile_limit + 4)
-    config = LoraConfig(r=8, target_modules=["q_proj", "v_proj"]) if method == "lora" else DiffLoRAConfig.from_preset(method)
+    config = (LoraConfig(r=8, target_modules=["q_proj", "v_proj"]) if method == "lora"
+              else DiffLoRAConfig.from_preset(method))
     model = get_peft_model(base, config).eval()
     randomize(model)
     ids, mask = padded_batch("left")

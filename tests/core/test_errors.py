@@ -11,7 +11,7 @@ from peft import PeftModel, get_peft_model
 
 import difflora
 from difflora import DiffLoRAConfig
-from difflora.loading import tiny_model
+from difflora.testing import tiny_model
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -113,7 +113,8 @@ def test_installed_package_registers_itself_when_peft_is_imported(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("DiffLoRAModel")
     # transformers probes with find_spec("peft") before importing it; that must not use the hook up
-    probe = "import importlib.util, sys; importlib.util.find_spec('peft'); import peft; print('difflora' in sys.modules)"
+    probe = ("import importlib.util, sys; importlib.util.find_spec('peft'); import peft; "
+             "print('difflora' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "DIFFLORA_NO_AUTOLOAD": ""})
     assert out.stdout.strip() == "True", out.stderr[-2000:]

@@ -10,11 +10,11 @@ from peft import PeftModel, get_peft_model
 
 import difflora
 from difflora import DiffLoRAConfig, compat
-from difflora.loading import TINY_SHAPES, tiny_model
+from difflora.testing import TINY_SHAPES, tiny_model
 
 from .test_reference import check_all_layers, padded_batch, randomize
 
-# The tiny shapes (difflora.loading.TINY_SHAPES) give every windowed family a window shorter than the
+# The tiny shapes (difflora.testing.TINY_SHAPES) give every windowed family a window shorter than the
 # 24-token batch and the generation, so the windows are exercised.
 NEW_FAMILIES = [family for family in TINY_SHAPES if family not in ("llama", "mistral", "qwen2", "qwen3")]
 PRESET_RANKS = {

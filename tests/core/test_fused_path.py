@@ -7,7 +7,7 @@ from peft import get_peft_model
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from difflora import DiffLoRAConfig
-from difflora.loading import tiny_model
+from difflora.testing import tiny_model
 
 
 class ShapeRecorder(TorchDispatchMode):

@@ -5,7 +5,7 @@ import torch
 from peft import get_peft_model
 
 from difflora import DiffLoRAConfig
-from difflora.loading import tiny_model
+from difflora.testing import tiny_model
 
 from .test_reference import randomize
 

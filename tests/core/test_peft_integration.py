@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import difflora
 from difflora import DiffLoRAConfig
-from difflora.loading import tiny_model
+from difflora.testing import tiny_model
 
 from .test_reference import randomize
 
@@ -36,8 +36,10 @@ def test_save_load_roundtrip_is_bit_exact_and_saves_only_adapters(tmp_path):
     model.save_pretrained(tmp_path)
     saved = load_file(tmp_path / "adapter_model.safetensors")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert sum(t.numel() for t in saved.values()) == sum(p.numel() for n, p in model.named_parameters() if n in trainable)
-    assert not any("base_layer" in k or "proj.weight" in k for k in saved), "frozen base weights leaked into the adapter"
+    assert sum(t.numel() for t in saved.values()) == sum(p.numel() for n, p in model.named_parameters()
+                                                         if n in trainable)
+    assert not any("base_layer" in k or "proj.weight" in k for k in saved), \
+        "frozen base weights leaked into the adapter"
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["peft_type"] == "DIFFLORA" and config["group_norm"] is True
     assert config["base_shape"]["model_type"] == "qwen3"

@@ -7,7 +7,7 @@ from peft import get_peft_model
 
 import difflora
 from difflora import DiffLoRAConfig
-from difflora.loading import tiny_model
+from difflora.testing import tiny_model
 
 from .reference import capture_layer_io, reference_layer
 
@@ -55,7 +55,8 @@ def check_all_layers(model, ids, mask, tol):
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_layer_matches_float64_reference(family, preset, side):
     base = tiny_model(family, **FAMILY_SHAPES[family])
-    model = get_peft_model(base, DiffLoRAConfig.from_preset(preset, r=8, lora_alpha=16, positive_r=0 if preset.startswith("difflora-64") else 8)).eval()
+    positive_r = 0 if preset.startswith("difflora-64") else 8
+    model = get_peft_model(base, DiffLoRAConfig.from_preset(preset, r=8, lora_alpha=16, positive_r=positive_r)).eval()
     randomize(model)
     ids, mask = padded_batch(side)
     check_all_layers(model, ids, mask, tol=2e-5)
@@ -63,7 +64,8 @@ def test_layer_matches_float64_reference(family, preset, side):
 
 @pytest.mark.parametrize("backend", ["eager", "sdpa", "flex_attention"])
 def test_backends_agree_with_reference(backend):
-    model = get_peft_model(tiny_model("llama", attn_implementation=backend), DiffLoRAConfig(r=8, lora_alpha=16, positive_r=4)).eval()
+    model = get_peft_model(tiny_model("llama", attn_implementation=backend),
+                           DiffLoRAConfig(r=8, lora_alpha=16, positive_r=4)).eval()
     randomize(model)
     ids, mask = padded_batch("left")
     check_all_layers(model, ids, mask, tol=2e-5)
@@ -84,7 +86,8 @@ def test_half_precision_base_with_fp32_adapters(dtype, tol, family):
 
 
 def test_layers_to_transform_and_fixed_schedule():
-    model = get_peft_model(tiny_model("llama", layers=4), DiffLoRAConfig(r=4, lambda_mode="fixed", lambda_init=None, layers_to_transform=[1, 3]))
+    model = get_peft_model(tiny_model("llama", layers=4),
+                           DiffLoRAConfig(r=4, lambda_mode="fixed", lambda_init=None, layers_to_transform=[1, 3]))
     layers = difflora.difflora_layers(model)
     assert [m.layer_idx for m in layers] == [1, 3]
     import math
@@ -93,7 +96,8 @@ def test_layers_to_transform_and_fixed_schedule():
 
 
 def test_learned_lambda_is_float32_and_trainable():
-    model = get_peft_model(tiny_model("llama").to(torch.bfloat16), DiffLoRAConfig(r=4, lambda_mode="learned", lambda_init=0.5))
+    model = get_peft_model(tiny_model("llama").to(torch.bfloat16),
+                           DiffLoRAConfig(r=4, lambda_mode="learned", lambda_init=0.5))
     params = {n: p for n, p in model.named_parameters() if "lambda_q1" in n}
     assert params and all(p.dtype == torch.float32 and p.requires_grad for p in params.values())
     assert all(abs(x - 0.5) < 0.3 for x in difflora.lambdas(model))

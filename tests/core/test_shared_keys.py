@@ -11,7 +11,7 @@ from peft import PeftModel, get_peft_model
 import difflora
 from difflora import DiffLoRAConfig
 from difflora.core.attention import split_head_pairs, stack_head_pairs
-from difflora.loading import tiny_model
+from difflora.testing import tiny_model
 
 from .reference import capture_layer_io, reference_layer
 from .test_generation import FAMILIES as DECODE_FAMILIES

@@ -111,7 +111,7 @@ def test_attention_losses_are_negative_log_weights():
 
 
 def test_supervised_loss_trains_the_matching_projections(tokenizer, batch):
-    from difflora.loading import tiny_model
+    from difflora.testing import tiny_model
 
     _, b = batch
     torch.manual_seed(0)
@@ -128,7 +128,7 @@ def test_supervised_loss_trains_the_matching_projections(tokenizer, batch):
 
 
 def test_readout_loss_scores_the_last_attention_output_on_the_digit_looked_at(tokenizer, batch):
-    from difflora.loading import tiny_model
+    from difflora.testing import tiny_model
 
     _, b = batch
     torch.manual_seed(0)
@@ -269,7 +269,7 @@ def test_icl_copy_pairs_are_averaged_apart_from_the_needles(tokenizer):
     from difflora.demo.base.copy_supervision import icl_pairs, label_marks
     from difflora.demo.conversations import icl_conversation
     from difflora.evaluation import icl
-    from difflora.loading import tiny_model
+    from difflora.testing import tiny_model
 
     examples = icl.load_examples()
     rng = random.Random(4)

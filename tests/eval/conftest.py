@@ -13,7 +13,8 @@ def adapters(tiny_base_dir, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("adapters")
     base = AutoModelForCausalLM.from_pretrained(tiny_base_dir)
-    get_peft_model(base, DiffLoRAConfig.from_preset("difflora-32", r=8, positive_r=8)).save_pretrained(root / "difflora")
+    config = DiffLoRAConfig.from_preset("difflora-32", r=8, positive_r=8)
+    get_peft_model(base, config).save_pretrained(root / "difflora")
     base = AutoModelForCausalLM.from_pretrained(tiny_base_dir)
     get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(root / "lora")
     return {"base": str(tiny_base_dir), "difflora": f"{tiny_base_dir}::{root / 'difflora'}",

@@ -6,12 +6,13 @@ import json
 import pytest
 import torch
 
-from difflora.analysis.attention_mass import SEGMENTS, segment_mass, segment_token_spans
+from difflora.analysis.segments import SEGMENTS, segment_mass, segment_token_spans
 from difflora.errors import UserError
 from difflora.evaluation import attention_mass
 from difflora.evaluation.tasks.attention_mass import NeedlePrompt, _render_with_query, load_prompts
 
-BEFORE, NEEDLE, AFTER = "Some text here. ", "One of the special magic numbers for apple is: 1234567.", " More text follows."
+BEFORE, AFTER = "Some text here. ", " More text follows."
+NEEDLE = "One of the special magic numbers for apple is: 1234567."
 QUERY = "\nWhat is the special magic number for apple?"
 
 
@@ -87,9 +88,9 @@ def test_per_token_lambda_on_a_bf16_model(tiny_tokenizer):
     from peft import get_peft_model
 
     from difflora import DiffLoRAConfig, attention_maps
-    from difflora.analysis.attention_mass import analyse_prompt
+    from difflora.analysis.segments import analyse_prompt
     from difflora.devices import device_of
-    from difflora.loading import tiny_model
+    from difflora.testing import tiny_model
 
     base = tiny_model("llama", vocab_size=len(tiny_tokenizer)).to(torch.bfloat16)
     model = get_peft_model(base, DiffLoRAConfig.from_preset("difflora-64", r=8, lambda_mode="token")).eval()

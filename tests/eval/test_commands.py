@@ -68,7 +68,8 @@ def test_report_merges_runs_and_takes_results_and_extra_sections(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "nih_summary.json").write_text(json.dumps({"base": {"mk2": {"256": est}}}))
-    lm = {"difflora": {"humaneval": {"pass@1,create_test": 0.5, "pass@1_stderr,create_test": 0.1, "alias": "humaneval"}}}
+    lm = {"difflora": {"humaneval": {"pass@1,create_test": 0.5, "pass@1_stderr,create_test": 0.1,
+                                     "alias": "humaneval"}}}
     merged = gather([str(run), {"nih": {"base": {"mk2": {256: est}}}, "lm_eval": lm}])
     assert set(merged["nih"]) == {"base", "base (results 2)"}, "same label from two sources is kept apart"
     md, html = write_report([str(run), {"lm_eval": lm}], str(tmp_path / "rep"),
@@ -154,8 +155,8 @@ def _autoload_installed() -> bool:
 def test_plain_lm_eval_command_line_with_hf_peft(adapters, tmp_path):
     """`lm_eval --model hf --model_args pretrained=BASE,peft=ADAPTER` with no difflora import anywhere."""
     lm_eval = os.path.join(os.path.dirname(sys.executable), "lm_eval")
-    _lm_eval_cli([lm_eval, "--model", "hf", "--model_args", f"pretrained={adapters['base']},peft={adapters['difflora_dir']}"],
-                 _tiny_task(tmp_path), tmp_path / "plain")
+    model_args = f"pretrained={adapters['base']},peft={adapters['difflora_dir']}"
+    _lm_eval_cli([lm_eval, "--model", "hf", "--model_args", model_args], _tiny_task(tmp_path), tmp_path / "plain")
 
 
 def test_bad_inputs_are_one_line_errors(adapters, tmp_path, capsys, tiny_model_factory, tiny_tokenizer):
@@ -224,8 +225,10 @@ def test_report_pair_names_a_bad_per_sample_row(tmp_path, capsys):
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "nih_summary.json").write_text(json.dumps({"a": {"mk2": {"256": {"mean": 1.0, "ci_low": 1, "ci_high": 1, "n": 1}}}}))
-    (run / "nih_samples.jsonl").write_text('{"model": "a", "task": "mk2", "length": 256, "index": 0, "score": 1}\n{"model": "a"\n')
+    estimate = {"mean": 1.0, "ci_low": 1, "ci_high": 1, "n": 1}
+    (run / "nih_summary.json").write_text(json.dumps({"a": {"mk2": {"256": estimate}}}))
+    (run / "nih_samples.jsonl").write_text('{"model": "a", "task": "mk2", "length": 256, "index": 0, "score": 1}\n'
+                                           '{"model": "a"\n')
     assert main(["report", str(run), "--pair", "a=a"]) == 1
     assert f"{run / 'nih_samples.jsonl'}:2 is not a per-sample result row" in capsys.readouterr().err
 

@@ -27,7 +27,8 @@ VERBATIM_INSTRUCTION = ('Use the provided mapping from the text to label to assi
 
 def test_templates_are_rulers_and_helmets_verbatim():
     assert (nih.NEEDLE, nih.PROMPT, nih.ANSWER_PREFIX) == (VERBATIM_NEEDLE, VERBATIM_PROMPT, VERBATIM_PREFIX)
-    assert icl.INSTRUCTION == VERBATIM_INSTRUCTION and icl.ANSWER_PREFIX == "label:" and icl.ITEM == "{text}\nlabel: {label}"
+    assert icl.INSTRUCTION == VERBATIM_INSTRUCTION
+    assert icl.ANSWER_PREFIX == "label:" and icl.ITEM == "{text}\nlabel: {label}"
 
 
 def test_templates_appear_in_the_documentation():
@@ -38,20 +39,21 @@ def test_templates_appear_in_the_documentation():
 
 
 def test_multi_value_templates():
-    needle, prompt, prefix = nih.templates(nih.TASKS["mv"])
+    needle, prompt, prefix = nih.templates(nih.NEEDLE_TASKS["mv"])
     assert needle == "One of the special magic numbers for {key} is: {value}."
     assert prompt == VERBATIM_PROMPT.replace("{type}", "numbers")
     assert prefix == " The special magic numbers for {query} mentioned in the provided text are"
 
 
 def test_single_answer_rewrite():
-    needle, prompt, prefix = nih.templates(nih.TASKS["mk3"])
+    needle, prompt, prefix = nih.templates(nih.NEEDLE_TASKS["mk3"])
     assert needle == "One of the special magic uuids for {key} is: {value}.", "needles keep the plural (RULER)"
     assert prompt == ("A special magic uuid is hidden within the following text. Make sure to memorize it. "
                       "I will quiz you about the uuid afterwards.\n{context}\n"
                       "What is the special magic uuid for {query} mentioned in the provided text?")
     assert prefix == " The special magic uuid for {query} mentioned in the provided text is"
-    assert nih.templates(nih.TASKS["mk2"])[2] == " The special magic number for {query} mentioned in the provided text is"
+    assert nih.templates(nih.NEEDLE_TASKS["mk2"])[2] == (" The special magic number for {query} mentioned in the "
+                                                          "provided text is")
 
 
 def count(tokenizer):
@@ -172,7 +174,8 @@ def test_icl_data_through_datasets(tmp_path):
     folder = tmp_path / "trec-like"
     folder.mkdir()
     for split, n in (("train", 12), ("test", 4)):
-        (folder / f"{split}.jsonl").write_text("\n".join(json.dumps({"q": f"{split} {i}", "coarse": i % 3}) for i in range(n)))
+        rows = (json.dumps({"q": f"{split} {i}", "coarse": i % 3}) for i in range(n))
+        (folder / f"{split}.jsonl").write_text("\n".join(rows))
     rows = icl.load_examples(str(folder), text_field="q", label_field="coarse", split="test")
     assert rows == [{"text": f"test {i}", "label": str(i % 3)} for i in range(4)]
     with pytest.raises(UserError, match="has no column 'text'"):

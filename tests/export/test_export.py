@@ -19,7 +19,7 @@ import difflora
 from difflora import DiffLoRAConfig
 from difflora.cli.main import main as cli_main
 from difflora.export import export_standalone
-from difflora.loading import TINY_SHAPES, tiny_model
+from difflora.testing import TINY_SHAPES, tiny_model
 
 FAMILY_SHAPES = {
     "llama": {},
@@ -328,9 +328,11 @@ def test_half_precision_export_keeps_adapters_float32_and_static_cache_works(tmp
     randomize(model, seed=5)
     loaded = AutoModelForCausalLM.from_pretrained(export_standalone(model, tmp_path / "out"),
                                                   trust_remote_code=True, attn_implementation="eager").eval()
-    dtypes = {name.split("self_attn.")[1]: p.dtype for name, p in loaded.named_parameters() if "layers.0.self_attn" in name}
+    dtypes = {name.split("self_attn.")[1]: p.dtype for name, p in loaded.named_parameters()
+              if "layers.0.self_attn" in name}
     assert dtypes["q_proj.weight"] == torch.bfloat16 and loaded.config._attn_implementation == "eager"
-    assert {dtypes[n] for n in dtypes if n.split(".")[0] in ("q2_proj", "k2_proj", "diff_lambda", "diff_norm")} == {torch.float32}
+    negative = ("q2_proj", "k2_proj", "diff_lambda", "diff_norm")
+    assert {dtypes[n] for n in dtypes if n.split(".")[0] in negative} == {torch.float32}
     ids, mask = batches()["left"]
     kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0,
               cache_implementation="static")

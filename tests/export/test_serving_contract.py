@@ -29,7 +29,7 @@ from transformers import AttentionInterface, AutoModel, AutoModelForCausalLM
 import difflora
 from difflora import DiffLoRAConfig
 from difflora.export import export_standalone
-from difflora.loading import tiny_model
+from difflora.testing import tiny_model
 
 ENGINE = "difflora_contract_engine"
 FAMILY_SHAPES = {
@@ -50,7 +50,8 @@ class PagedEngine:
 
     def __init__(self, config):
         # what vLLM's create_attention_instances / SGLang's RadixAttention take from the config
-        self.heads, self.kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = config.head_dim
         layer_types = getattr(config, "layer_types", None)
         window = getattr(config, "sliding_window", None)
         self.windows = [window if window and (not layer_types or layer_types[i] == "sliding_attention") else None
@@ -65,7 +66,8 @@ class PagedEngine:
         assert module.is_causal
         tokens = query.shape[-2]
         assert query.shape == (1, self.heads, tokens, self.head_dim), "queries do not match config.json's heads"
-        assert key.shape == value.shape == (1, self.kv_heads, tokens, self.head_dim), "keys/values do not match config.json"
+        assert key.shape == value.shape == (1, self.kv_heads, tokens, self.head_dim), \
+            "keys/values do not match config.json"
         q, k, v = (x.transpose(1, 2).reshape(tokens, -1, self.head_dim) for x in (query, key, value))
         self.keys[layer] = torch.cat([self.keys.get(layer, k[:0]), k])
         self.values[layer] = torch.cat([self.values.get(layer, v[:0]), v])
@@ -136,7 +138,8 @@ def test_engine_like_attention_gives_the_exported_models_logits_and_tokens(tmp_p
     written = json.loads((folder / "config.json").read_text())
     assert written["auto_map"]["AutoModel"].startswith("modeling_difflora.DiffLoRA")
 
-    transformers_model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
+    transformers_model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True,
+                                                              dtype=torch.float32).eval()
     transformers_model.generation_config.eos_token_id = None  # greedy for all the steps, as the engine runs
     prompt = torch.randint(3, 256, (PROMPT,), generator=torch.Generator().manual_seed(7))
     logits, tokens, engine = serve(folder, transformers_model.lm_head, prompt)

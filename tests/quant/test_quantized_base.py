@@ -104,10 +104,11 @@ def repacked(model) -> bool:
 def base_dir(tmp_path_factory, tiny_tokenizer):
     """A tiny Llama checkpoint whose every linear layer bitsandbytes can repack for CPU inference
     (widths multiples of 64), so that the trap shows as wrong gradients, not as a crash."""
-    from difflora.loading import tiny_model
+    from difflora.testing import tiny_model
 
     path = tmp_path_factory.mktemp("quant-base")
-    tiny_model("llama", vocab_size=len(tiny_tokenizer), hidden_size=64, layers=2, intermediate_size=128).save_pretrained(path)
+    model = tiny_model("llama", vocab_size=len(tiny_tokenizer), hidden_size=64, layers=2, intermediate_size=128)
+    model.save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
     return path
 

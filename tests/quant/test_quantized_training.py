@@ -92,13 +92,14 @@ def test_training_on_a_4bit_base_matches_the_dequantized_base(tmp_path, tiny_tok
     pytest.importorskip("bitsandbytes")
     from peft.utils import load_peft_weights
 
-    from difflora.loading import tiny_model
+    from difflora.testing import tiny_model
     from difflora.train import run_training
 
     from .test_quantized_base import dequantized_copy, quantized
 
     base = tmp_path / "base"
-    tiny_model("llama", vocab_size=len(tiny_tokenizer), hidden_size=64, layers=2, intermediate_size=128).save_pretrained(base)
+    model = tiny_model("llama", vocab_size=len(tiny_tokenizer), hidden_size=64, layers=2, intermediate_size=128)
+    model.save_pretrained(base)
     tiny_tokenizer.save_pretrained(base)
     reference = tmp_path / "dequantized"
     dequantized_copy(quantized(base, "nf4"), base).save_pretrained(reference)

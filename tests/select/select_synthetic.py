@@ -16,7 +16,7 @@ VOCAB = 128
 
 
 def tiny_base(layers: int = 4, seed: int = 0):
-    from difflora.loading import tiny_model
+    from difflora.testing import tiny_model
 
     return tiny_model("llama", vocab_size=VOCAB, hidden_size=64, layers=layers, seed=seed)
 

@@ -4,8 +4,8 @@ import pytest
 from peft import get_peft_model
 
 from difflora.errors import UserError
-from difflora.loading import tiny_model
 from difflora.select import lora_for_budget, lora_params_per_rank
+from difflora.testing import tiny_model
 
 
 def _trainable(method):

@@ -27,7 +27,8 @@ def test_yaml_and_overrides(tmp_path):
     ({**BASE, "training": {"learning_rat": 1}}, r"unknown training key\(s\) \['learning_rat'\]"),
     ({**BASE, "data": {"trian": "x"}}, r"unknown data key\(s\) \['trian'\]"),
     ({"output_dir": "o"}, "'model' is required"),
-    ({**BASE, "method": {"type": "difflora", "preset": "difflora-64", "r": -1}}, "invalid method settings: .*r must be"),
+    ({**BASE, "method": {"type": "difflora", "preset": "difflora-64", "r": -1}},
+     "invalid method settings: .*r must be"),
     ({**BASE, "method": {"type": "difflora", "lambda_mode": "sometimes"}}, "lambda_mode must be one of"),
     ({**BASE, "method": {"type": "lora", "lora_alphaa": 8}}, r"unknown method key\(s\) \['lora_alphaa'\]"),
     ({**BASE, "data": {}}, "data.train is required"),
@@ -131,3 +132,19 @@ def test_bf16_loads_the_base_in_bf16():
     assert load_train_config({**BASE, "training": {"bf16": True}}).weights_dtype == "bfloat16"
     assert load_train_config(BASE).weights_dtype == "float32"
     assert load_train_config({**BASE, "training": {"bf16": True}, "dtype": "float32"}).weights_dtype == "float32"
+
+
+def test_the_settings_table_is_the_one_list_of_top_level_keys():
+    """A top-level setting is a line of train/settings.TOP_LEVEL and a field of TrainConfig; the keys the
+    config knows and the TrainConfig it builds follow from the table."""
+    import dataclasses
+
+    from difflora.train.config import SECTIONS, TOP_LEVEL_KEYS, TrainConfig
+    from difflora.train.settings import TOP_LEVEL
+
+    assert set(TOP_LEVEL) | set(SECTIONS) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(TOP_LEVEL_KEYS) == set(TOP_LEVEL) | set(SECTIONS)
+    with pytest.raises(UserError, match="config: quantization: unknown quantization 'nf3'"):
+        load_train_config({**BASE, "quantization": "nf3"})
+    cfg = load_train_config({**BASE, "quantization": "nf4", "dtype": None})
+    assert (cfg.quantization, cfg.dtype, cfg.tokenizer) == ("nf4", "auto", None)

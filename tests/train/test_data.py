@@ -64,7 +64,8 @@ def test_templates_without_generation_markers_give_the_same_mask(tiny_tokenizer)
     import copy
 
     plain = copy.deepcopy(tiny_tokenizer)
-    plain.chat_template = tiny_tokenizer.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    template = tiny_tokenizer.chat_template
+    plain.chat_template = template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
     msgs = GOOD[0]["messages"] + [{"role": "user", "content": "Sure?"}, {"role": "assistant", "content": "Yes."}]
     assert tokenize_conversation(plain, msgs, 512) == tokenize_conversation(tiny_tokenizer, msgs, 512)
 

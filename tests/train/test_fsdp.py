@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from difflora.errors import UserError
-from difflora.loading import tiny_model
+from difflora.testing import tiny_model
 from difflora.train import run_training
 from difflora.train.fsdp import check_fsdp_arguments, check_sharded
 

@@ -8,7 +8,7 @@ from peft import LoraConfig, get_peft_model
 
 from difflora import DiffLoRAConfig
 from difflora.errors import UserError
-from difflora.loading import tiny_model
+from difflora.testing import tiny_model
 from difflora.train import load_train_config
 from difflora.train.method_spec import LORA_8, MethodSpec
 

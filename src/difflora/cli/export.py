@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from ..devices import WEIGHT_DTYPES
 from ..validation import InputFolder, Text
 from .options import device_option, kind
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", *WEIGHT_DTYPES)  # auto and the full names (no short aliases among its choices)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help="write a DiffLoRA adapter + its base as one transformers model folder (no difflora/peft to load)",
+        "export",
+        help="write a DiffLoRA adapter + its base as one transformers model folder (no difflora/peft to load)",
         description="Write the base model with the DiffLoRA adapter built in: config.json with auto_map, "
                     "configuration/modeling files that import only torch and transformers, safetensors weights "
                     "(positive adapters folded into W_Q/W_K, the negative projections and lambda as weights), "

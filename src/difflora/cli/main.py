@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "difflora.cli.select",      # select (DiffoRA)
     "difflora.cli.demo",        # demo
     "difflora.cli.export",      # export (standalone transformers folder)
+    "difflora.cli.fetch",       # fetch (a real pretrained base, converted once for offline use)
 )
 
 

@@ -3,10 +3,11 @@
 - `Parser`: argparse with one-line errors (an unknown option, a missing argument: exit code 2) and
   help that shows every option's default. A bad value is a one-line UserError from check_options
   ("difflora demo: error: --samples must be an integer >= 1, got 0", exit code 1).
-- `kind(K)`: an argparse type made from a difflora.validation kind; `check_options` (run by main
-  right after parsing) checks every value (type, range, path) before any model or data is loaded.
-- `ModelSpec()`: a --model / model argument, checked (adapter folder, adapter_config.json, a path
-  that does not exist) without loading anything.
+- `kind(K)`: an argparse type made from a difflora.validation kind (defined there, so that the
+  evaluation tasks can declare their options too); `check_options` (run by main right after
+  parsing) checks every value (type, range, path) before any model or data is loaded.
+- `ModelArgument()`: a --model / model argument, checked (adapter folder, adapter_config.json, a
+  path that does not exist) without loading anything; what it names loads as a loading.ModelSpec.
 
 tests/cli/test_options.py walks every command and fails for an option without help, or without a
 kind or choices (a plain `type=int` or a free string is not checked).
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from ..validation import Kind
+from ..validation import Kind, kind
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -46,18 +47,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def kind(k: Kind):
-    """An argparse type for kind k: it only converts the text (a number stays text when it is not
-    one); check_options then checks every value, so errors are UserErrors named by option."""
-
-    def convert(text: str):
-        return k.from_text(text)
-
-    convert.kind = k
-    convert.__name__ = type(k).__name__
-    return convert
-
-
 def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Check every option of the command that was parsed against its kind (a one-line UserError
     naming the option for the first bad value); values a kind normalises are replaced."""
@@ -78,7 +67,7 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             setattr(args, action.dest, k.check(value, name))
 
 
-class ModelSpec(Kind):
+class ModelArgument(Kind):
     """A model spec (BASE, BASE::ADAPTER, ADAPTER_DIR, with labels: NAME=SPEC): its adapter folder
     and adapter_config.json are read, and a base that is plainly a missing path is refused; hub
     ids are left to loading (where HF_HUB_OFFLINE=1 refuses them at once)."""
@@ -90,8 +79,7 @@ class ModelSpec(Kind):
         return "BASE, BASE::ADAPTER or ADAPTER_DIR" + (", optionally NAME=SPEC" if self.labelled else "")
 
     def check(self, value, name):
-        from ..loading import check_model_source, parse_model_spec
-        from .evaluate import split_label
+        from ..loading import check_model_source, parse_model_spec, split_label
 
         spec = split_label(value)[1] if self.labelled else value
         parsed = parse_model_spec(spec)
@@ -99,8 +87,11 @@ class ModelSpec(Kind):
         return value
 
 
+ModelSpec = ModelArgument  # its former name (loading.ModelSpec is the parsed spec itself)
+
+
 def model_spec(labelled: bool = False):
-    return kind(ModelSpec(labelled))
+    return kind(ModelArgument(labelled))
 
 
 class KeyValue(Kind):
@@ -129,7 +120,8 @@ class Device(Kind):
             device = torch.device(value)
         except (RuntimeError, TypeError, ValueError):
             raise UserError(f"{name} must be {self.allowed()}, got '{value}'") from None
-        if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        if device.type == "cuda" and (not torch.cuda.is_available()
+                                      or (device.index or 0) >= torch.cuda.device_count()):
             raise UserError(f"{name} {value}: no such CUDA device here ({torch.cuda.device_count()} visible); use cpu")
         return value
 

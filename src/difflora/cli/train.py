@@ -12,8 +12,10 @@ from .options import KeyValue, device_option, kind, model_spec, training_overrid
 def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="fine-tune with DiffLoRA, LoRA or full fine-tuning from a YAML config")
     train.add_argument("config", type=kind(InputFile()), help="YAML config (model, output_dir, method, data, training)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", type=kind(KeyValue()),
-                       help="override a config value, e.g. --set training.learning_rate=2e-4 (repeatable; default: none)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       type=kind(KeyValue()),
+                       help="override a config value, e.g. --set training.learning_rate=2e-4 "
+                            "(repeatable; default: none)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the newest complete checkpoint in output_dir")
     train.add_argument("--quiet", action="store_true", help="no progress bar or TensorBoard")
@@ -21,7 +23,8 @@ def register(subparsers) -> None:
     train.set_defaults(func=_train)
 
     gen = subparsers.add_parser("generate", help="chat with a trained output folder")
-    gen.add_argument("output", type=model_spec(), help="a training output folder (adapter + tokenizer) or BASE::ADAPTER")
+    gen.add_argument("output", type=model_spec(),
+                     help="a training output folder (adapter + tokenizer) or BASE::ADAPTER")
     gen.add_argument("--prompt", action="append", default=[], type=kind(Text()),
                      help="a user message (repeatable; default: one per line of stdin)")
     gen.add_argument("--max-new-tokens", type=kind(Whole(minimum=1)), default=128, help="tokens per reply at most")

@@ -16,7 +16,7 @@ from ..evaluation.settings import EvalSettings
 from ..evaluation.stats import bootstrap
 from ..evaluation.task import TaskResult
 from ..evaluation.tasks import attention_mass, degeneration, many_shot_icl, needles
-from ..train.chat_data import ChatCollator, build_dataset
+from ..train.chat_data import IGNORE_INDEX, ChatCollator, build_dataset
 from .plan import DemoPlan
 
 # Room for the answer after RULER's answer prefix: a 7-digit number is 8 tokens with one token per
@@ -105,7 +105,7 @@ def heldout_losses(model, tokenizer, heldout: str, max_length: int, batch_size: 
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         labels = batch["labels"][:, 1:]
-        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=-100,
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=IGNORE_INDEX,
                                                  reduction="none")
-        per_example += (loss.sum(1) / (labels != -100).sum(1).clamp(min=1)).tolist()
+        per_example += (loss.sum(1) / (labels != IGNORE_INDEX).sum(1).clamp(min=1)).tolist()
     return per_example

@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 
 from ..evaluation.results import write_json
-from ..loading import ModelSpec, load_model
+from ..loading import ModelSpec, check_model_source, load_model
 from ..train.config import read_yaml_config
 from ..train.method_spec import LORA_8, MethodSpec
 from .base import ensure_base, needs_build
@@ -57,10 +57,10 @@ class Demo:
     def base(self) -> str:
         """The base model folder: the cached embedded model (pretrained first if missing) or the
         config's model."""
-        if not self.plan.embedded_base:
-            self.base_path = self.plan.base_model
-            return self.plan.base_model
-        fingerprint = self.plan.recipe.digest()
+        if not self.plan.embedded_base:  # a folder, a hub id, or a fetched real base's name
+            self.base_path = check_model_source(self.plan.base_model)
+            return self.base_path
+        inputs_digest = self.plan.recipe.digest()
         if self.rebuild_base or needs_build(self.plan.recipe):
             self.banner("base", "pretraining the default base model (once; cached for later runs)")
         started = time.time()
@@ -68,8 +68,8 @@ class Demo:
         console.print(("built and cached: " if built else "default base model: ") + path)
         self.base_path = path
         write_json(os.path.join(self.out, "base.json"), {"path": path, "built_now": built})
-        if built or not self.state.is_done("base", fingerprint):
-            self.state.finish("base", fingerprint, time.time() - started if built else 0.0, path=path, built_now=built)
+        if built or not self.state.is_done("base", inputs_digest):
+            self.state.finish("base", inputs_digest, time.time() - started if built else 0.0, path=path, built_now=built)
         return path
 
     def data(self) -> None:
@@ -79,9 +79,9 @@ class Demo:
         generated_train, generated_heldout = os.path.join(data_dir, "train.jsonl"), os.path.join(data_dir, "heldout.jsonl")
         self.train_file = plan.train_data or generated_train
         self.heldout_file = plan.heldout_data or generated_heldout
-        fingerprint = plan.digest("train_data", "heldout_data", "train_examples", "heldout_examples",
+        inputs_digest = plan.digest("train_data", "heldout_data", "train_examples", "heldout_examples",
                                   "instruction_units", "seed")
-        if self.state.is_done("data", fingerprint) and os.path.isfile(generated_heldout):
+        if self.state.is_done("data", inputs_digest) and os.path.isfile(generated_heldout):
             return
         self.banner("data", "generating the instruction data")
         started = time.time()
@@ -92,7 +92,7 @@ class Demo:
         write_instruction_data(generated_train, generated_heldout, n_train, plan.heldout_examples, plan.seed + 7,
                                max_units=plan.instruction_units)
         console.print(f"training data: {self.train_file}; held-out data: {self.heldout_file}")
-        self.state.finish("data", fingerprint, time.time() - started)
+        self.state.finish("data", inputs_digest, time.time() - started)
 
     def train(self, name: str, hidden_size: int) -> None:
         from ..train import run_training
@@ -105,40 +105,40 @@ class Demo:
             "data": {"train": self.train_file, "max_length": self.plan.train_max_length},
             "training": {**self.plan.training, "report_to": []},
         }
-        fingerprint = self._hash({**config, "method": method.as_dict()},
+        inputs_digest = self._hash({**config, "method": method.as_dict()},
                                  self.state.stages.get("data", {}).get("fingerprint"), self._base_id(),
                                  self.plan.select_steps if name in DIFFORA_MODELS else None)
-        if self.device is not None:  # after the fingerprint: a run resumed on another device is the same run
+        if self.device is not None:  # after the digest: a run resumed on another device is the same run
             config["training"]["use_cpu"] = torch.device(self.device).type == "cpu"
         if name in DIFFORA_MODELS:
-            config = self._select(name, config, fingerprint)
+            config = self._select(name, config, inputs_digest)
         self.adapters[name] = output_dir
-        if self.state.is_done(stage, fingerprint) and os.path.isdir(output_dir):
+        if self.state.is_done(stage, inputs_digest) and os.path.isdir(output_dir):
             return
-        if self.state.changed(stage, fingerprint):
+        if self.state.changed(stage, inputs_digest):
             console.print(f"{name}: its settings changed since the last run; training it again")
             shutil.rmtree(output_dir, ignore_errors=True)
         self.banner(stage, f"fine-tuning {name}")
-        self.state.start(stage, fingerprint)
+        self.state.start(stage, inputs_digest)
         started = time.time()
         result = run_training(config, resume=True)
-        self.state.finish(stage, fingerprint, time.time() - started,
+        self.state.finish(stage, inputs_digest, time.time() - started,
                           train_runtime=result.metrics.get("train_runtime"))
 
-    def _select(self, name: str, config: dict, fingerprint: str) -> dict:
+    def _select(self, name: str, config: dict, inputs_digest: str) -> dict:
         """DiffoRA: search which modules (layers) get adapters, then train the kept ones from their
         search weights. The selection is its own stage, so a finished search is not redone."""
         from ..select import run_selection
 
         stage, out = f"select:{name}", os.path.join(self.out, "select", name)
         options = selection_for(name, self._lora_8_params())
-        if not self.state.is_done(stage, fingerprint) or not os.path.isfile(os.path.join(out, "train_config.yaml")):
+        if not self.state.is_done(stage, inputs_digest) or not os.path.isfile(os.path.join(out, "train_config.yaml")):
             self.banner(f"train:{name}", f"DiffoRA search for {name} ({self.plan.select_steps} steps)")
-            self.state.start(stage, fingerprint)
+            self.state.start(stage, inputs_digest)
             started = time.time()
             result = run_selection({**config, "output_dir": out}, search_steps=self.plan.select_steps, **options,
                                    progress=True)
-            self.state.finish(stage, fingerprint, time.time() - started, kept=[c.module_name for c in result.kept],
+            self.state.finish(stage, inputs_digest, time.time() - started, kept=[c.module_name for c in result.kept],
                               trainable_params=result.trainable_params)
         path = os.path.join(out, "train_config.yaml")
         selected = read_yaml_config(path)  # the selection as `difflora train` reads it
@@ -160,19 +160,19 @@ class Demo:
                                     "attention_length", "attention_prompts", "degeneration_tokens", "batch_size",
                                     "seed", "train_max_length")
         trained = self.state.stages.get(f"train:{label}", {}).get("fingerprint")
-        fingerprint = self._hash(eval_settings, trained, self._base_id(), self.heldout_file)
+        inputs_digest = self._hash(eval_settings, trained, self._base_id(), self.heldout_file)
         eval_dir = os.path.join(self.out, "eval", label)
-        if self.state.is_done(stage, fingerprint):
+        if self.state.is_done(stage, inputs_digest):
             return
-        if self.state.changed(stage, fingerprint):
+        if self.state.changed(stage, inputs_digest):
             shutil.rmtree(eval_dir, ignore_errors=True)
         self.banner(stage, f"evaluating {label}")
-        self.state.start(stage, fingerprint)
+        self.state.start(stage, inputs_digest)
         started = time.time()
         spec = ModelSpec(self.base_path, self.adapters.get(label))
         model, tokenizer = load_model(spec, device=self.device or ("cuda" if torch.cuda.is_available() else None))
         evaluate_model(plan, label, model, tokenizer, self.out, self.heldout_file, log=console.print)
-        self.state.finish(stage, fingerprint, time.time() - started)
+        self.state.finish(stage, inputs_digest, time.time() - started)
 
     def report(self) -> str:
         from .report import write_demo_report

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..errors import UserError
+from ..evaluation.nih import NEEDLE_TASKS
 from ..train.method_spec import MethodSpec
 from .base import QUICK_RECIPE, BaseRecipe
 from .state import fingerprint
@@ -22,7 +23,7 @@ ALL_MODELS = ("lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "diff
 # from their search weights. Each is compared with the uniform model named here.
 DIFFORA_MODELS = {"diffora-lora": "lora-8", "diffora-difflora": "difflora-64"}
 ALL_TASKS = ("nih", "icl", "attention", "degeneration", "loss")
-NIH_TASKS = ("mk2", "mk3", "mv")
+NIH_TASKS = tuple(NEEDLE_TASKS)
 
 
 @dataclass

@@ -105,7 +105,8 @@ def _local_copy(path: str, out_dir: str) -> str:
     """Markdown images are referenced relative to the report; copy those that live elsewhere."""
     out_dir_abs, path_abs = os.path.abspath(out_dir), os.path.abspath(path)
     if not path_abs.startswith(out_dir_abs + os.sep):
-        target = os.path.join(out_dir, "figures", os.path.basename(os.path.dirname(path_abs)) + "_" + os.path.basename(path))
+        name = os.path.basename(os.path.dirname(path_abs)) + "_" + os.path.basename(path)
+        target = os.path.join(out_dir, "figures", name)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(path_abs, target)
         path_abs = os.path.abspath(target)

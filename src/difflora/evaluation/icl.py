@@ -57,7 +57,8 @@ def load_examples(source: str = BUNDLED, text_field: str = "text", label_field: 
     else:
         rows = _load_dataset(source, text_field, label_field, split)
     if not rows:
-        raise UserError(f"ICL data '{source}' is empty: it needs {{\"{text_field}\": ..., \"{label_field}\": ...}} rows")
+        raise UserError(f"ICL data '{source}' is empty: "
+                        f"it needs {{\"{text_field}\": ..., \"{label_field}\": ...}} rows")
     if len({r["label"] for r in rows}) < 2:
         raise UserError(f"ICL data '{source}' has a single label: classification needs at least two")
     return rows
@@ -86,7 +87,8 @@ def _load_dataset(source: str, text_field: str, label_field: str, split: str) ->
         data = load_dataset(name, config or None, split=split)
     except Exception as exc:
         reason = str(exc).splitlines()[0][:160] if str(exc) else exc.__class__.__name__
-        raise UserError(f"ICL data '{source}' is not a file, '{BUNDLED}' or a loadable datasets name ({reason})") from None
+        raise UserError(f"ICL data '{source}' is not a file, '{BUNDLED}' or a loadable datasets name "
+                        f"({reason})") from None
     missing = [f for f in (text_field, label_field) if f not in data.column_names]
     if missing:
         raise UserError(f"datasets '{source}' has no column {missing[0]!r} (columns: {', '.join(data.column_names)}); "

@@ -40,7 +40,8 @@ class DiffLoRALM(HFLM):
     pretrained=ADAPTER_DIR."""
 
     def __init__(self, pretrained="", peft: str | None = None, tokenizer=None, **kwargs):
-        if isinstance(pretrained, str) and peft is None and os.path.isfile(os.path.join(pretrained, "adapter_config.json")):
+        if (isinstance(pretrained, str) and peft is None
+                and os.path.isfile(os.path.join(pretrained, "adapter_config.json"))):
             peft, pretrained = pretrained, adapter_base(pretrained, f"pass pretrained=BASE,peft={pretrained}")
         if tokenizer is None and isinstance(peft, str) and os.path.isfile(os.path.join(peft, "tokenizer_config.json")):
             tokenizer = peft  # the fine-tuning run saved its tokenizer beside the adapter

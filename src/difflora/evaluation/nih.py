@@ -50,7 +50,8 @@ class Task:
     n_values: int = 1
 
 
-TASKS = {
+# The needle tasks, by name: the one list of them (the CLI's choices, the task's defaults, the demo's).
+NEEDLE_TASKS = {
     "mk2": Task("mk2", "word", "number", "numbers", "needles"),
     "mk3": Task("mk3", "uuid", "uuid", "uuids", "needles"),
     "mv": Task("mv", "word", "number", "numbers", "essay", n_values=4),
@@ -88,11 +89,11 @@ class Sample:
 
 
 def check_task(name: str, haystack_kind: str | None = None) -> Task:
-    if name not in TASKS:
-        raise UserError(f"unknown needle task '{name}': choose from {', '.join(TASKS)}")
+    if name not in NEEDLE_TASKS:
+        raise UserError(f"unknown needle task '{name}': choose from {', '.join(NEEDLE_TASKS)}")
     if haystack_kind is not None and haystack_kind not in HAYSTACKS:
         raise UserError(f"unknown haystack '{haystack_kind}': choose from {', '.join(HAYSTACKS)}")
-    return TASKS[name]
+    return NEEDLE_TASKS[name]
 
 
 def _key(task: Task, rng: random.Random) -> str:

@@ -7,10 +7,13 @@ from __future__ import annotations
 # One sentence per evaluation, as the paper states it.
 FINDINGS = {
     "nih": "LoRA far ahead at MK-2; every DiffLoRA variant far ahead of LoRA at MV.",
-    "icl": "DiffLoRA near the base model, below LoRA, and worse as demonstrations grow past the 4096-token training length.",
+    "icl": "DiffLoRA near the base model, below LoRA, and worse as demonstrations grow past the 4096-token "
+           "training length.",
     "attention": "DiffLoRA moves attention mass off BOS and slightly denoises around the needle.",
-    "degeneration": "DiffLoRA models sometimes loop ('The question is not a valid question. ...') or emit uuids ending '0a0a0a'.",
-    "general": "HumanEval: base 0.64, LoRA 0.53, DiffLoRA-64 0.64, DiffLoRA-32 0.61; averages 0.42-0.43 for all but +GN (0.15).",
+    "degeneration": "DiffLoRA models sometimes loop ('The question is not a valid question. ...') or emit uuids "
+                    "ending '0a0a0a'.",
+    "general": "HumanEval: base 0.64, LoRA 0.53, DiffLoRA-64 0.64, DiffLoRA-32 0.61; averages 0.42-0.43 for all "
+               "but +GN (0.15).",
     "rag": "RAG, LLM judge (Table 3 average): base 0.556, LoRA 0.601, DiffLoRA-64 0.520, DiffLoRA-64 fixed 0.534, "
            "DiffLoRA-32 0.508, +GN 0.051.",
 }

@@ -1,20 +1,37 @@
-"""Plots people would rather look at than read (matplotlib, Agg backend, PNG)."""
+"""Plots people would rather look at than read (matplotlib, Agg backend, PNG).
+
+matplotlib is imported when the first plot is drawn, not with the evaluation package: the CLI reads
+every task's options at each command's start.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+@functools.cache
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def __getattr__(name: str):
+    if name == "plt":  # `from difflora.evaluation.plots import plt`
+        return pyplot()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def accuracy_lines(series: dict[str, dict], xlabel: str, title: str, path: str,
                    reference_x: float | None = None) -> str:
     """series: label -> {x: {"mean", "ci_low", "ci_high"}} (x may be a string, as read back from
     JSON); one line per model with its confidence band."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.0))
     for label, points in series.items():
         xs = sorted(points, key=float)
         ax.plot([float(x) for x in xs], [points[x]["mean"] for x in xs], marker="o", label=label)
@@ -41,7 +58,7 @@ def grouped_bars(values: dict[str, dict[str, float]], title: str, ylabel: str, p
     groups = list(dict.fromkeys(g for per_model in values.values() for g in per_model))
     labels = list(values)
     width = 0.8 / max(1, len(labels))
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(groups) + 2), 4.0))
+    fig, ax = pyplot().subplots(figsize=(max(6.4, 1.2 * len(groups) + 2), 4.0))
     for j, label in enumerate(labels):
         xs = [i + (j - (len(labels) - 1) / 2) * width for i in range(len(groups))]
         heights = [values[label].get(g, 0.0) for g in groups]
@@ -65,5 +82,5 @@ def save_figure(fig, path: str) -> str:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    pyplot().close(fig)
     return path

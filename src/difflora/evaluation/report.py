@@ -134,12 +134,13 @@ def add_pairs(report: Report, sources: list, pairs: list[tuple[str, str]]) -> No
         for task, per_task in scores.items():
             d = paired_difference(per_task.get(selected, {}), per_task.get(reference, {}))
             if d:
-                rows.append([f"{selected} - {reference}", task, str(d.n), f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"])
+                rows.append([f"{selected} - {reference}", task, str(d.n),
+                             f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"])
     report.heading("Paired comparisons")
-    report.text("Each row is the mean difference of two models' scores over the samples both were scored on (the same "
-                "haystacks and test texts), with a 95% paired-bootstrap interval: an interval above zero means the first "
-                "model is better. DiffoRA claims a DAM-selected adapter beats the uniform one at the same number of "
-                "trainable parameters: pair them as --pair SELECTED=UNIFORM.")
+    report.text("Each row is the mean difference of two models' scores over the samples both were scored on "
+                "(the same haystacks and test texts), with a 95% paired-bootstrap interval: an interval above zero "
+                "means the first model is better. DiffoRA claims a DAM-selected adapter beats the uniform one at "
+                "the same number of trainable parameters: pair them as --pair SELECTED=UNIFORM.")
     report.table(["pair", "task", "samples", "difference, 95% interval"], rows)
 
 
@@ -162,7 +163,8 @@ def write_report(sources, out_dir: str | None = None, title: str = "difflora eva
         out_dir = os.fspath(folders[0])
     results = gather(sources)
     if not any(results[name] for name in TASKS) and not extra_sections:
-        raise UserError(f"no evaluation results in {', '.join(results['sources'])}: run `difflora eval ... --out DIR` first")
+        raise UserError(f"no evaluation results in {', '.join(results['sources'])}: "
+                        "run `difflora eval ... --out DIR` first")
     figures = os.path.join(out_dir, "figures")
     report = Report(title)
     report.text(f"Sources: {', '.join(results['sources'])}. The paper's numbers (Llama-3.2-1B-Instruct, trained on "

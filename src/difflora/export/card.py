@@ -23,7 +23,9 @@ def describe_config(config: DiffLoRAConfig) -> str:
     def distance(name):  # a different form counts before a different size (ranks and alphas)
         preset = DiffLoRAConfig.from_preset(name)
         differs = [f for f in fields if getattr(preset, f) != getattr(config, f)]
-        form = [f for f in differs if f in FORM_FIELDS] + (["positive"] if bool(preset.positive_r) != bool(config.positive_r) else [])
+        form = [f for f in differs if f in FORM_FIELDS]
+        if bool(preset.positive_r) != bool(config.positive_r):
+            form.append("positive")
         return len(form), len(differs), differs
 
     name = min(PRESETS, key=lambda n: distance(n)[:2])

@@ -42,7 +42,8 @@ def check_budget(budget, candidates: Sequence[Candidate]) -> None:
     smallest = min(c.params for c in candidates)
     if budget < smallest:
         raise UserError(f"budget {budget:,} is smaller than one adapter (the smallest candidate, "
-                        f"{min(candidates, key=lambda c: c.params).label}, has {smallest:,} parameters): raise --budget")
+                        f"{min(candidates, key=lambda c: c.params).label}, has {smallest:,} parameters): "
+                        "raise --budget")
 
 
 def discretize(weights: Sequence[float], candidates: Sequence[Candidate], sampling_rate: float | None = None,

@@ -105,7 +105,8 @@ def run_selection(config: str | os.PathLike | dict, method: str | None = None, s
     adapter_dir = save_adapter(exported, tokenizer, os.path.join(out, "adapter"))
     trainable = sum(p.numel() for p in exported.parameters() if p.requires_grad)
     how = f"within a budget of {budget:,} parameters" if budget is not None else f"(sampling rate {rate or 0.5})"
-    note = f"{len(kept)} of {len(dam.candidates)} {dam.method} candidates kept {how}, {trainable:,} trainable parameters"
+    note = (f"{len(kept)} of {len(dam.candidates)} {dam.method} candidates kept {how}, "
+            f"{trainable:,} trainable parameters")
     gates = equivalent_gates(dam.candidates, kept, inherited, folded)
     dam_json = dam.save_json(os.path.join(out, "dam.json"), sampling_rate=rate, budget=budget,
                              trainable_params=trainable, folded=folded, equivalent_gates=gates,

@@ -76,7 +76,8 @@ def _read_hub_dataset(name: str, skip_bad_rows: bool, stats: ReadStats) -> list[
 
         rows = load_dataset(name, split="train")
     except Exception as exc:
-        raise UserError(f"data '{name}' is neither a local file/folder nor a loadable datasets name ({type(exc).__name__})") from exc
+        raise UserError(f"data '{name}' is neither a local file/folder nor a loadable datasets name "
+                        f"({type(exc).__name__})") from exc
     return _conversations(((f"{name} row {i}", row) for i, row in enumerate(rows)), skip_bad_rows, stats)
 
 
@@ -122,7 +123,8 @@ def validate_conversation(row) -> list[dict]:
 # tokenising
 
 
-def tokenize_conversation(tokenizer, messages: list[dict], max_length: int, stats: ReadStats | None = None) -> dict | None:
+def tokenize_conversation(tokenizer, messages: list[dict], max_length: int,
+                          stats: ReadStats | None = None) -> dict | None:
     """input_ids and labels (-100 outside assistant turns), truncated to max_length; None if no
     assistant token survives truncation."""
     ids, mask = _ids_and_assistant_mask(tokenizer, messages)

@@ -13,17 +13,18 @@ from typing import Any
 import torch
 import yaml
 
+from .. import compat
+from ..devices import HALF_DTYPES
 from ..errors import UserError
 from ..loading import check_local_model_path
 from ..textfiles import read_text
 from .method_spec import MethodSpec
-from .settings import check_settings
+from .settings import TOP_LEVEL, check_settings
 
-TOP_LEVEL_KEYS = ("model", "tokenizer", "output_dir", "method", "data", "training", "dtype", "attn_implementation",
-                  "init_from", "quantization")
+SECTIONS = ("method", "data", "training")
+TOP_LEVEL_KEYS = (*TOP_LEVEL, *SECTIONS)  # the settings' table (train/settings.py) is the one list
 # Sections whose string values that read as numbers are numbers (paths and names elsewhere stay strings).
 NUMERIC_SECTIONS = ("method", "training")
-HALF_DTYPES = ("bfloat16", "bf16", "float16", "fp16")  # the dtypes flash-attention kernels take
 PLACEMENT_KEYS = ("use_cpu",)  # training settings that say where a run trains, not what it trains (--device)
 
 
@@ -126,7 +127,8 @@ def read_yaml_config(path: str) -> dict:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
         what = ": ".join(filter(None, [getattr(exc, "context", None), getattr(exc, "problem", None)]))
-        raise UserError(f"{where}: not valid YAML ({what or str(exc).splitlines()[0]}); fix the config file there") from None
+        raise UserError(f"{where}: not valid YAML ({what or str(exc).splitlines()[0]}); "
+                        "fix the config file there") from None
     if not isinstance(raw, dict):
         raise UserError(f"config file '{path}' must hold a mapping (model:, output_dir:, method:, data:, training:)")
     return raw
@@ -166,7 +168,7 @@ def _build(raw: dict, where: str) -> TrainConfig:
     for key in ("model", "output_dir"):
         if not raw.get(key):
             raise UserError(f"{where}: '{key}' is required")
-    for section in ("method", "data", "training"):
+    for section in SECTIONS:
         if raw.get(section) is not None and not isinstance(raw[section], (dict, MethodSpec)):
             raise UserError(f"{where}: '{section}' must be a mapping of keys (e.g. {section}:\n  key: value), "
                             f"got {raw[section]!r}")
@@ -184,19 +186,16 @@ def _build(raw: dict, where: str) -> TrainConfig:
             check_local_model_path(str(raw[key]), what)
     method = raw.get("method") or None
     method = method if isinstance(method, MethodSpec) else MethodSpec.parse(method, where)
-    training = dict(raw.get("training") or {})
-    return TrainConfig(model=str(raw["model"]), output_dir=str(raw["output_dir"]), method=method,
-                       data=data, training=training, tokenizer=raw.get("tokenizer"),
-                       dtype=raw.get("dtype") or "auto", attn_implementation=raw.get("attn_implementation"),
-                       init_from=_check_init_from(raw.get("init_from"), method, where),
-                       quantization=_check_quantization(raw.get("quantization"), method, where))
+    settings = {key: raw[key] for key in TOP_LEVEL if raw.get(key) is not None}  # null: TrainConfig's default
+    settings["init_from"] = _check_init_from(settings.get("init_from"), method, where)
+    settings["quantization"] = _check_quantization(settings.get("quantization"), method, where)
+    return TrainConfig(**settings, method=method, data=data, training=dict(raw.get("training") or {}))
 
 
 def _check_quantization(value, method: MethodSpec, where: str):
-    """The quantization setting as written (checked now, built when the model loads)."""
-    from ..quantization import parse_quantization
-
-    if parse_quantization(value, f"{where}: quantization") is not None and method.type == "full":
+    """The quantization setting as written (its value checked with the other settings, built when the
+    model loads); a quantized base trains adapters only."""
+    if value is not None and method.type == "full":
         raise UserError(f"{where}: a quantized base cannot be fully fine-tuned (its 4/8-bit weights do not train); "
                         "use method type difflora or lora, or remove quantization")
     return value
@@ -214,10 +213,6 @@ def _check_init_from(path, method: MethodSpec, where: str) -> str | None:
 
 
 def check_training_keys(training: dict, where: str = "config") -> None:
-    from transformers import TrainingArguments
-
-    # both spellings of checkpointing work on every transformers 5.x (the runner passes the one it knows)
-    allowed = {f.name for f in dataclasses.fields(TrainingArguments)} | {
-        f"{kind}_checkpointing{suffix}" for kind in ("gradient", "activation") for suffix in ("", "_kwargs")}
-    if unknown := set(training) - allowed:
-        raise UserError(f"{where}: unknown training key(s) {sorted(unknown)} (training: takes transformers.TrainingArguments fields)")
+    if unknown := set(training) - compat.training_argument_names():
+        raise UserError(f"{where}: unknown training key(s) {sorted(unknown)} "
+                        "(training: takes transformers.TrainingArguments fields)")

@@ -21,6 +21,7 @@ import yaml
 from transformers import PrinterCallback, TrainingArguments, set_seed
 from transformers.utils import logging as hf_logging
 
+from .. import compat
 from ..errors import UserError
 from ..loading import load_base, load_chat_tokenizer
 from ..quantization import prepare_for_training
@@ -34,9 +35,8 @@ from .trainer import DiffLoRATrainer, lambda_series
 
 DONE_MARKER = "training_complete.json"  # written last: its presence means the run finished
 RUN_CONFIG = "run_config.yaml"
-_ARG_NAMES = {f.name for f in dataclasses.fields(TrainingArguments)}
-CHECKPOINTING = "activation_checkpointing" if "activation_checkpointing" in _ARG_NAMES else "gradient_checkpointing"
-RESUME_KEYS = ("model", "tokenizer", "method", "data", "quantization")  # what a checkpoint must agree with to be resumed
+# What a checkpoint must agree with to be resumed.
+RESUME_KEYS = ("model", "tokenizer", "method", "data", "quantization")
 
 # Our defaults where TrainingArguments' own differ from what a DiffLoRA run wants.
 DEFAULT_TRAINING = dict(
@@ -225,7 +225,7 @@ def _load_model(cfg: TrainConfig):
     model, _ = load_base(cfg.model, dtype=cfg.weights_dtype, attn_implementation=cfg.attention_backend,
                          quantization=cfg.quantization, device="cpu" if cfg.device == "cpu" else None)
     model = prepare_for_training(model)  # a quantized base as QLoRA prepares it; a float base is untouched
-    if _checkpointing_names(cfg.training).get(CHECKPOINTING):
+    if compat.training_arguments(cfg.training).get(compat.checkpointing_argument()):
         model.config.use_cache = False  # the cache is useless in training and clashes with recomputation
     return model
 
@@ -253,25 +253,14 @@ def _training_arguments(cfg: TrainConfig, quiet: bool, has_eval: bool) -> Traini
         # also what makes torchrun's CPU processes form a gloo DDP group; bf16: true then means
         # CPU autocast in bf16, which Trainer supports
         values.setdefault("use_cpu", True)
-    values = _checkpointing_names(values)
-    if values.get(CHECKPOINTING):
-        values.setdefault(CHECKPOINTING + "_kwargs", {"use_reentrant": False})
+    values = compat.training_arguments(values)  # the checkpointing options under this release's names
+    checkpointing = compat.checkpointing_argument()
+    if values.get(checkpointing):
+        values.setdefault(checkpointing + "_kwargs", {"use_reentrant": False})
     try:
         return TrainingArguments(output_dir=cfg.output_dir, **values)
     except (ValueError, TypeError) as exc:
         raise UserError(f"invalid training settings: {str(exc).splitlines()[0]}") from exc
-
-
-def _checkpointing_names(values: dict) -> dict:
-    """gradient_checkpointing(_kwargs) and activation_checkpointing(_kwargs) both work in a config;
-    they are passed under the name this transformers version uses (5.2x renamed them)."""
-    out = dict(values)
-    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
-                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
-        used, alias = (new, old) if CHECKPOINTING == "activation_checkpointing" else (old, new)
-        if alias in out:
-            out.setdefault(used, out.pop(alias))
-    return out
 
 
 def _save_outputs(trainer, tokenizer, cfg: TrainConfig, result: TrainResult) -> None:

@@ -5,6 +5,11 @@ To declare a new setting, add one line to the table of its section: the key and 
 difflora.validation (Whole, Real, Flag, Text, Choice, OutputFolder, ...). A key of `training:` that
 is not listed here still gets a type check from transformers.TrainingArguments' annotation
 (int, float or bool, optionally None); list it here to give it a range as well.
+
+TOP_LEVEL is the one list of a config's top-level settings: train/config.py derives the keys it knows
+from it (beside the sections method, data and training) and builds a TrainConfig from them, so a new
+top-level setting is a line here and a field of TrainConfig (tests/train/test_config.py checks that
+the two agree).
 """
 
 from __future__ import annotations
@@ -13,9 +18,23 @@ import dataclasses
 import functools
 import typing
 
+from ..devices import DTYPES
+from ..quantization import parse_quantization
 from ..validation import Choice, Flag, Kind, OutputFolder, Real, Text, Whole
 
-DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+
+class QuantizationSetting(Kind):
+    """A quantized base: nf4, fp4, int8 or a mapping of difflora.quantization's fields (or null)."""
+
+    nullable = True
+
+    def allowed(self) -> str:
+        return "nf4, fp4, int8 or a mapping (bits, quant_type, double_quant, compute_dtype), or null"
+
+    def check(self, value, name: str | None):
+        parse_quantization(value, name or "quantization")  # its own one-line messages, naming the setting
+        return value
+
 
 TOP_LEVEL: dict[str, Kind] = {
     "model": Text(),
@@ -24,6 +43,7 @@ TOP_LEVEL: dict[str, Kind] = {
     "dtype": Choice(DTYPES, nullable=True),
     "attn_implementation": Text(nullable=True),  # null: TrainConfig.attention_backend chooses (flash-attn or sdpa)
     "init_from": Text(nullable=True),
+    "quantization": QuantizationSetting(),  # kept as written; built when the model loads
 }
 
 DATA: dict[str, Kind] = {

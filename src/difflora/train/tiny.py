@@ -28,7 +28,7 @@ def arithmetic_conversations(n: int, seed: int = 0) -> list[dict]:
 def make_tiny_setup(out_dir: str, examples: int = 512, hidden_size: int = 64, layers: int = 2) -> tuple[str, str]:
     """(base model folder, train.jsonl path) under out_dir; reused when already there."""
     from ..data.tokenizer import train_tokenizer
-    from ..loading import tiny_model
+    from ..testing import tiny_model
 
     base, data = os.path.join(out_dir, "base"), os.path.join(out_dir, "train.jsonl")
     rows = arithmetic_conversations(examples)

@@ -240,8 +240,9 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
                                           self.cache_kwarg, kwargs)
             k1, k2 = keys.split(base.head_dim, dim=-1)
 
-        return differential_attention(compat.attention_backend(base, self.eager), base, (q1, k1), (q2, k2), v, attention_mask,
-                                      lam, **self._backend_kwargs(kwargs))
+        backend = compat.attention_backend(base, self.eager)
+        return differential_attention(backend, base, (q1, k1), (q2, k2), v, attention_mask, lam,
+                                      **self._backend_kwargs(kwargs))
 
     def _shared_key_attention(self, adapter, hidden_states, position_embeddings, attention_mask, cache, lam,
                               kwargs):
@@ -265,7 +266,8 @@ class DiffLoRAAttention(nn.Module, BaseTunerLayer):
         # backend allows it: the cached keys and values are then read once, not expanded to 2H heads.
         pack = queries.shape[2] == 1 and compat.packs_query_rows(base)
         module = compat.paired_heads(base, kv_heads if pack else queries.shape[1], kv_heads)
-        return shared_key_attention(compat.attention_backend(base, self.eager), module, queries, k, v, attention_mask, lam,
+        backend = compat.attention_backend(base, self.eager)
+        return shared_key_attention(backend, module, queries, k, v, attention_mask, lam,
                                     pack_single_query=pack, **self._backend_kwargs(kwargs))
 
     def __repr__(self) -> str:

@@ -34,7 +34,8 @@ class DiffLoRAModel(BaseTuner):
         if peft_config.base_shape is None:
             peft_config.base_shape = shape
         elif peft_config.base_shape != shape:
-            diff = {k: (peft_config.base_shape.get(k), v) for k, v in shape.items() if peft_config.base_shape.get(k) != v}
+            diff = {k: (peft_config.base_shape.get(k), v) for k, v in shape.items()
+                    if peft_config.base_shape.get(k) != v}
             raise ValueError(
                 "this DiffLoRA adapter was made for another base model: "
                 + ", ".join(f"{k} adapter={a} base={b}" for k, (a, b) in diff.items())

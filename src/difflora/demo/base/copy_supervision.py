@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from ...train.chat_data import IGNORE_INDEX
+
 VALUE_DIGITS = 7  # the needles' numbers have 7 digits (evaluation/haystack.number_value)
 
 
@@ -41,7 +43,7 @@ def copy_pairs(input_ids: torch.Tensor, labels: torch.Tensor, digits: set[int]) 
         is_digit = [t in digits for t in ids]
         start = 0
         while start < len(ids):
-            if not (is_digit[start] and labs[start] != -100 and (start == 0 or not is_digit[start - 1])):
+            if not (is_digit[start] and labs[start] != IGNORE_INDEX and (start == 0 or not is_digit[start - 1])):
                 start += 1
                 continue
             end = start
@@ -60,7 +62,7 @@ def _earlier_copy(ids: list[int], labels: list[int], run: list[int], before: int
     """Start of the first unlearned occurrence of `run` before position `before`."""
     n = len(run)
     for s in range(0, before - n + 1):
-        if ids[s:s + n] == run and labels[s] == -100:
+        if ids[s:s + n] == run and labels[s] == IGNORE_INDEX:
             return s
     return None
 
@@ -165,11 +167,11 @@ def icl_pairs(input_ids: torch.Tensor, labels: torch.Tensor, digits: set[int], m
     for row, (ids, labs) in enumerate(zip(input_ids.tolist(), labels.tolist())):
         label_ids = [p for p in range(3, len(ids)) if ids[p] in digits and ids[p - 1] == marks["space"]
                      and ids[p - 2] == marks["colon"] and ids[p - 3] == marks["label"]]
-        demos = [p for p in label_ids if labs[p] == -100]
+        demos = [p for p in label_ids if labs[p] == IGNORE_INDEX]
         sentences = {p: _sentence_before(ids, p - 3, marks) for p in label_ids}
         keys = {p: _sentence_key(ids, sentences[p], ends) for p in label_ids} if overlap else {}
         for p in label_ids:
-            answered = labs[p] != -100
+            answered = labs[p] != IGNORE_INDEX
             if answered:
                 triples += [(row, p - 1, s) for s in demos if s < p and ids[s] == ids[p] and
                             (not overlap or keys[p] & keys[s])]

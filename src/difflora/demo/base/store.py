@@ -20,15 +20,12 @@ import time
 from importlib import resources
 
 from ...errors import UserError
+from ...real_bases import cache_root
 from .recipe import BaseRecipe
 
 SHIPPED_FOLDER = "default_base"  # package data of difflora.demo: the default recipe's model
 MANIFEST = "manifest.json"       # {"files": {name: {"bytes": n, "sha256": hex}}}
 REBUILD_HINT = "reinstall difflora (pip install .) or rebuild the base with `difflora demo --rebuild-base`"
-
-
-def cache_root() -> str:
-    return os.environ.get("DIFFLORA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "difflora")
 
 
 def base_dir(recipe: BaseRecipe) -> str:

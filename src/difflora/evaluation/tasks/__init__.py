@@ -9,12 +9,19 @@
   written there, with its plots;
 - plot(summary, folder, settings) and section(report, summary, figures, settings): its plots and
   its part of a report; overview(summary): its columns in the report's overview table;
-- run_<task>(models, ..., **settings) (attention_mass for the attention task): run() returning
-  the summary alone, with EvalSettings' fields as keywords.
+- run_<task>(models, ..., **settings) (attention_mass for the attention task): a documented
+  convenience over run() (run() is the one implementation) returning the summary alone, with
+  EvalSettings' fields as keywords;
+- its command (cli/evaluate.py registers every task in TASKS from these): COMMAND, the command
+  group and name (("eval", "nih"), ("analyze", "attention")); HELP; add_options(parser), the
+  task's own options (kinds from difflora.validation); check_inputs(args), what can fail before any
+  model loads (a prompt or data file); options(args), run()'s keywords from the parsed command
+  line; table(summary) -> (title, {row key: {column: value}}), the table printed after a run.
 
 How samples are made and scored lives in the task module, except for the needle and ICL prompt
 formats (nih.py, icl.py beside this package), which the demo's training data also uses.
-A new task is a module here with these parts, added to TASKS.
+A new task is a module here with these parts, added to TASKS: its report section and its command
+follow from that.
 """
 
 from __future__ import annotations

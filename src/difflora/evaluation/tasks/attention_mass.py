@@ -1,5 +1,5 @@
 """The attention-mass task (the paper's Figure 4): attention from the query to each segment of a
-needle prompt, per layer, for every model; the measurement itself is difflora.analysis.attention_mass.
+needle prompt, per layer, for every model; the measurement itself is difflora.analysis.segments.
 
 Prompts: generated needle prompts (the RULER tasks of nih.py; the needle analysed is the first gold
 needle, the query is the question) or the user's own JSONL rows {"prompt": text containing the
@@ -18,14 +18,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ...analysis.attention_mass import SEGMENTS, analyse_prompt
+from ...analysis.segments import SEGMENTS, analyse_prompt
 from ...errors import UserError
 from ...textfiles import read_jsonl
+from ...validation import InputFile, Whole, kind
 from ..document import Report
 from ..generation import check_length, measure_fn, n_tokens, render
-from ..nih import make_sample
+from ..nih import NEEDLE_TASKS, make_sample
 from ..paper import FINDINGS
-from ..plots import plt, save_figure
+from ..plots import pyplot, save_figure
 from ..results import progress_bar, write_json
 from ..settings import EvalSettings
 from ..task import TaskResult
@@ -53,7 +54,7 @@ def load_prompts(path: str) -> list[NeedlePrompt]:
         raise UserError(f"prompt file '{path}' does not exist")
     prompts = []
     for where, row in read_jsonl(path):
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(row.get("needle"), str):
+        if not (isinstance(row, dict) and isinstance(row.get("prompt"), str) and isinstance(row.get("needle"), str)):
             raise UserError(f'{where}: expected {{"prompt": ..., "needle": ..., "query": optional}}')
         prompt = NeedlePrompt(row["prompt"], row["needle"], row.get("query"), row.get("answer_prefix", ""))
         _query_start(prompt, where)
@@ -131,9 +132,43 @@ def run(models: dict, settings: EvalSettings | None = None, *, prompts: list[Nee
 
 def attention_mass(models: dict, prompts: list[NeedlePrompt] | str | None = None, *, length: int = 512,
                    n_prompts: int = 4, task: str = "mk2", **settings) -> dict:
-    """run() for its summary alone; settings: EvalSettings fields by keyword (seed=, out_dir=, ...)."""
+    """run() for its summary alone; settings: EvalSettings fields by keyword (seed=, out_dir=, ...; no
+    progress bar unless show_progress=True)."""
     settings.setdefault("show_progress", False)
     return run(models, EvalSettings(**settings), prompts=prompts, length=length, n_prompts=n_prompts, task=task).summary
+
+
+# The command line: `difflora analyze attention` (cli/evaluate.py registers every task from these parts).
+COMMAND = ("analyze", "attention")
+HELP = "attention mass per segment on needle prompts (the paper's Figure 4)"
+
+
+def add_options(parser) -> None:
+    """The task's own options, beside those every evaluation command shares."""
+    parser.add_argument("--length", type=kind(Whole(minimum=1)), default=512,
+                        help="tokens of each generated needle prompt")
+    parser.add_argument("--prompts", type=kind(Whole(minimum=1)), default=4, help="number of generated needle prompts")
+    parser.add_argument("--task", choices=list(NEEDLE_TASKS), default="mk2", help="needle task of generated prompts")
+    parser.add_argument("--prompts-file", default=None, type=kind(InputFile()),
+                        help='your own prompts: JSONL of {"prompt", "needle", "query" (optional), "answer_prefix" '
+                             '(optional)} (default: generated needle prompts)')
+
+
+def check_inputs(args) -> None:
+    """A bad prompt file fails before any model loads."""
+    if args.prompts_file:
+        load_prompts(args.prompts_file)
+
+
+def options(args) -> dict:
+    """run()'s options from the parsed command line."""
+    return dict(prompts=args.prompts_file, length=args.length, n_prompts=args.prompts, task=args.task)
+
+
+def table(summary: dict) -> tuple[str, dict]:
+    """The table printed after a run: (title, {(model, part): {segment: mass}})."""
+    return "attention mass per token of segment (mean over layers)", {
+        (m, part): values for m, s in summary.items() for part, values in s["mean"].items()}
 
 
 def _average(per_prompt: list[dict]) -> dict:
@@ -144,12 +179,12 @@ def _average(per_prompt: list[dict]) -> dict:
 
     n_layers = len(per_prompt[0]["positive"])
     entry = {"layers": {}, "mean": {}}
-    for kind in KINDS:
-        if per_prompt[0][kind][0] is None:
+    for part in KINDS:
+        if per_prompt[0][part][0] is None:
             continue
-        layers = [mean([p[kind][i] for p in per_prompt]) for i in range(n_layers)]
-        entry["layers"][kind] = layers
-        entry["mean"][kind] = mean(layers)
+        layers = [mean([p[part][i] for p in per_prompt]) for i in range(n_layers)]
+        entry["layers"][part] = layers
+        entry["mean"][part] = mean(layers)
     first = per_prompt[0]
     entry["layer"] = first["layer"]
     entry["lambda"] = first["lambda"]
@@ -174,8 +209,8 @@ def section(report: Report, summary: dict, figures: str, settings: dict | None =
                 "positive - lambda x negative.")
     rows = []
     for label, s in summary.items():
-        for kind, values in s["mean"].items():
-            rows.append([label, kind] + [f"{values[seg]:.4f}" if seg in values else "" for seg in SEGMENTS])
+        for part, values in s["mean"].items():
+            rows.append([label, part] + [f"{values[seg]:.4f}" if seg in values else "" for seg in SEGMENTS])
     report.table(["model", "part"] + list(SEGMENTS), rows)
     report.image(mean_plot, "attention mass per segment, averaged over layers")
     report.image(layers_plot, "attention mass per segment and layer")
@@ -190,7 +225,7 @@ def plot_mass(summary: dict, path: str) -> str:
     """Grouped bars per segment: each model's positive mass above zero and, for DiffLoRA models,
     the lambda-scaled negative mass below zero (hatched); a dot marks the net mass."""
     labels = list(summary)
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = pyplot().subplots(figsize=(7.5, 4.2))
     width = 0.8 / max(1, len(labels))
     for j, label in enumerate(labels):
         mean = summary[label]["mean"]
@@ -215,6 +250,7 @@ def plot_layers(summary: dict, path: str) -> str:
     map, dashed lambda-scaled negative map (DiffLoRA)."""
     from matplotlib.ticker import MaxNLocator
 
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(SEGMENTS), figsize=(3.0 * len(SEGMENTS), 3.3), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, seg, name in zip(axes[0], SEGMENTS, SEGMENT_NAMES):

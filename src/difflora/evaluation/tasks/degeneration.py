@@ -1,5 +1,6 @@
-"""The degenerate-generation task: free-form answers checked for degeneration, measured: what the paper's authors saw by hand ("The question
-is not a valid question. The question is not a valid question ...", uuids ending "0a0a0a").
+"""The degenerate-generation task: free-form answers checked for degeneration, measured: what the
+paper's authors saw by hand ("The question is not a valid question. The question is not a valid
+question ...", uuids ending "0a0a0a").
 
 An answer is degenerate when it is empty, loops (some word n-gram comes back min_repeats times),
 or holds a run of a short repeated character pattern ("0a0a0a", "!!!!!!!!"). distinct-n (unique
@@ -18,6 +19,7 @@ from importlib import resources
 
 from ...errors import UserError
 from ...textfiles import read_jsonl, read_text
+from ...validation import InputFile, Whole, kind
 from ..document import Report, fmt
 from ..generation import check_length, generate, n_tokens, render
 from ..paper import FINDINGS
@@ -135,6 +137,37 @@ def run_degeneration(models: dict, prompts: str | list[str] | None = None, *, ma
     return run(models, EvalSettings(**settings), prompts=prompts, max_new_tokens=max_new_tokens, worst=worst).summary
 
 
+# The command line: `difflora eval degeneration` (cli/evaluate.py registers every task from these parts).
+COMMAND = ("eval", "degeneration")
+HELP = "free-form generation: loops, repeated patterns, empty answers"
+
+
+def add_options(parser) -> None:
+    """The task's own options, beside those every evaluation command shares."""
+    parser.add_argument("--prompts", default=None, type=kind(InputFile()),
+                        help='JSONL of {"prompt": ...} or a .txt file (default: bundled prompts)')
+    parser.add_argument("--max-new-tokens", type=kind(Whole(minimum=1)), default=64, help="answer length")
+    parser.add_argument("--worst", type=kind(Whole(minimum=0)), default=3, help="worst answers kept per model")
+
+
+def check_inputs(args) -> None:
+    """A bad prompt file fails before any model loads."""
+    if args.prompts:
+        load_prompts(args.prompts)
+
+
+def options(args) -> dict:
+    """run()'s options from the parsed command line."""
+    return dict(prompts=args.prompts, max_new_tokens=args.max_new_tokens, worst=args.worst)
+
+
+def table(summary: dict) -> tuple[str, dict]:
+    """The table printed after a run: (title, {(model,): {measure: value}})."""
+    return "degenerate generation", {(m,): {"degenerate": s["rate"]["mean"], "empty": s["empty"],
+                                            "loop": s["ngram_loop"], "char pattern": s["char_pattern"],
+                                            "distinct-2": s["distinct_2"]} for m, s in summary.items()}
+
+
 def summarise(rows: list[dict], worst: int = 3) -> dict:
     """Rates over one model's rows, and its worst answers (degenerate first, least distinct first)."""
     ranked = sorted(rows, key=lambda r: (not r["degenerate"], r["distinct_2"], r["distinct_1"]))
@@ -165,7 +198,8 @@ def section(report: Report, summary: dict, figures: str, settings: dict | None =
                 "(a word 4-gram three times) or holds a run of a repeated character pattern.")
     report.table(["model", "degenerate rate", "empty", "n-gram loop", "char pattern", "distinct-1", "distinct-2"],
                  [[label, fmt(s["rate"]), f"{s['empty']:.2f}", f"{s['ngram_loop']:.2f}", f"{s['char_pattern']:.2f}",
-                   f"{s.get('distinct_1', float('nan')):.2f}", f"{s['distinct_2']:.2f}"] for label, s in summary.items()])
+                   f"{s.get('distinct_1', float('nan')):.2f}", f"{s['distinct_2']:.2f}"]
+                  for label, s in summary.items()])
     report.image(path, "degeneration rates")
     for label, s in summary.items():
         for w in s.get("worst", [])[:2]:

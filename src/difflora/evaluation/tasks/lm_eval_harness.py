@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 
 from ...errors import UserError
+from ...validation import InputFolder, Real, Text, Whole, kind
 from ..document import Report
 from ..paper import numbers_for
 from ..plots import grouped_bars
@@ -45,7 +46,8 @@ def run(models: dict, settings: EvalSettings | None = None, *, tasks: list[str],
     manager = task_manager(tasks, include_path)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        raise UserError(f"unknown lm-eval task '{unknown[0]}': see `lm_eval ls tasks`, or add --include-path for your own YAML")
+        raise UserError(f"unknown lm-eval task '{unknown[0]}': see `lm_eval ls tasks`, "
+                        "or add --include-path for your own YAML")
     seed = settings.seed
     summary, rows = {}, []
     for label, (model, tokenizer) in models.items():
@@ -68,11 +70,49 @@ def run(models: dict, settings: EvalSettings | None = None, *, tasks: list[str],
 def run_lm_eval(models: dict, tasks: list[str], *, include_path: str | None = None, limit: int | float | None = None,
                 num_fewshot: int | None = None, apply_chat_template: bool = False, bootstrap_iters: int = 1000,
                 **settings) -> dict:
-    """run() for its summary alone; settings: EvalSettings fields by keyword (out_dir=, batch_size=, ...)."""
+    """run() for its summary alone; settings: EvalSettings fields by keyword (out_dir=, batch_size=, ...;
+    batch_size 1 unless given)."""
     settings.setdefault("batch_size", 1)
     return run(models, EvalSettings(**settings), tasks=tasks, include_path=include_path, limit=limit,
                num_fewshot=num_fewshot, apply_chat_template=apply_chat_template,
                bootstrap_iters=bootstrap_iters).summary
+
+
+# The command line: `difflora eval lm-eval` (cli/evaluate.py registers every task from these parts).
+COMMAND = ("eval", "lm-eval")
+HELP = "any lm-evaluation-harness task on base models and adapters"
+
+
+def add_options(parser) -> None:
+    """The task's own options, beside those every evaluation command shares."""
+    parser.add_argument("--tasks", nargs="+", required=True, type=kind(Text()),
+                        help="lm-eval task names (space or comma separated)")
+    parser.add_argument("--include-path", default=None,
+                        type=kind(InputFolder(what="a folder of lm-eval task YAMLs")),
+                        help="folder of extra lm-eval task YAMLs (default: none)")
+    parser.add_argument("--limit", type=kind(Real(above=0)), default=None,
+                        help="examples per task, a count or a fraction below 1 (default: all)")
+    parser.add_argument("--num-fewshot", type=kind(Whole(minimum=0)), default=None,
+                        help="demonstrations per prompt (default: the task's own)")
+    parser.add_argument("--apply-chat-template", action="store_true", help="wrap prompts in the chat template")
+
+
+def check_inputs(args) -> None:
+    """Nothing to read before the models load: run() checks the task names with lm-eval."""
+
+
+def options(args) -> dict:
+    """run()'s options from the parsed command line: --tasks split at commas, a --limit of 1 or more
+    a count."""
+    limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
+    return dict(tasks=[t for item in args.tasks for t in item.split(",") if t], include_path=args.include_path,
+                limit=limit, num_fewshot=args.num_fewshot, apply_chat_template=args.apply_chat_template)
+
+
+def table(summary: dict) -> tuple[str, dict]:
+    """The table printed after a run: (title, {(model, task): {metric: value}})."""
+    return "lm-eval", {(m, t): {k.split(",")[0]: v for k, (v, _) in primary_metrics(r).items()}
+                       for m, per_task in summary.items() for t, r in per_task.items()}
 
 
 def task_manager(tasks: list[str], include_path: str | None = None):
@@ -137,7 +177,8 @@ def section(report: Report, summary: dict, figures: str, settings: dict | None =
         report.table([f"{task} \\ metric"] + metrics, rows)
         paper = numbers_for(task)
         if paper:
-            report.text(f"Paper ({task}, Llama-3.2-1B-Instruct): " + ", ".join(f"{k} {v:.2f}" for k, v in paper.items()))
+            numbers = ", ".join(f"{k} {v:.2f}" for k, v in paper.items())
+            report.text(f"Paper ({task}, Llama-3.2-1B-Instruct): {numbers}")
     report.image(path, "lm-eval scores")
 
 

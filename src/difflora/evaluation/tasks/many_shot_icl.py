@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 
 from ...errors import UserError
+from ...validation import Text, Whole, kind
 from ..document import Report, fmt, lookup, sorted_numbers
 from ..generation import check_length, generate, n_tokens, render
 from ..icl import ANSWER_PREFIX, BUNDLED, SEPARATOR, load_examples, make_sample, pick_test_example, score
@@ -81,6 +82,48 @@ def run_icl(models: dict, shots=DEFAULT_SHOTS, n_samples: int = 30, *, data: str
     return run(models, EvalSettings(**settings), shots=shots, n_samples=n_samples, data=data, test_data=test_data,
                text_field=text_field, label_field=label_field, split=split, test_split=test_split,
                max_new_tokens=max_new_tokens).summary
+
+
+# The command line: `difflora eval icl` (cli/evaluate.py registers every task from these parts).
+COMMAND = ("eval", "icl")
+HELP = "many-shot in-context classification (HELMET format)"
+
+
+def add_options(parser) -> None:
+    """The task's own options, beside those every evaluation command shares."""
+    parser.add_argument("--shots", nargs="+", type=kind(Whole(minimum=0)), default=list(DEFAULT_SHOTS),
+                        help="demonstrations per prompt")
+    parser.add_argument("--samples", type=kind(Whole(minimum=1)), default=30,
+                        help="test examples (the same at every shot count)")
+    parser.add_argument("--data", default=BUNDLED, type=kind(Text()),
+                        help="JSONL of {text, label}, a datasets name (NAME or NAME:CONFIG), or bundled:topics")
+    parser.add_argument("--test-data", default=None, type=kind(Text()),
+                        help="test examples from here (default: --data, each left out of its demos)")
+    parser.add_argument("--text-field", default="text", type=kind(Text()), help="field of each row holding the text")
+    parser.add_argument("--label-field", default="label", type=kind(Text()),
+                        help="field of each row holding the label")
+    parser.add_argument("--split", default="train", type=kind(Text()), help="datasets split for demonstrations")
+    parser.add_argument("--test-split", default="test", type=kind(Text()), help="datasets split of --test-data")
+    parser.add_argument("--max-new-tokens", type=kind(Whole(minimum=1)), default=8, help="answer length limit")
+
+
+def check_inputs(args) -> None:
+    """A bad local data file fails before any model loads (a datasets name is read by run())."""
+    for source in (args.data, args.test_data):
+        if source and (os.path.exists(source) or source.endswith((".jsonl", ".json"))):
+            load_examples(source, args.text_field, args.label_field)
+
+
+def options(args) -> dict:
+    """run()'s options from the parsed command line."""
+    return dict(shots=args.shots, n_samples=args.samples, data=args.data, test_data=args.test_data,
+                text_field=args.text_field, label_field=args.label_field, split=args.split,
+                test_split=args.test_split, max_new_tokens=args.max_new_tokens)
+
+
+def table(summary: dict) -> tuple[str, dict]:
+    """The table printed after a run: (title, {(model,): {shots: accuracy}})."""
+    return "many-shot ICL (accuracy by shots)", {(m,): {k: e["mean"] for k, e in d.items()} for m, d in summary.items()}
 
 
 def plot(summary: dict, folder: str, settings: dict | None = None) -> str:

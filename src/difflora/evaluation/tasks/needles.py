@@ -13,9 +13,10 @@ import os
 from collections.abc import Callable
 
 from ...errors import UserError
+from ...validation import Whole, kind
 from ..document import Report, fmt, lookup, sorted_numbers
 from ..generation import check_length, generate, measure_fn, render
-from ..nih import TASKS, check_task, make_sample, score
+from ..nih import HAYSTACKS, NEEDLE_TASKS, check_task, make_sample, score
 from ..paper import FINDINGS
 from ..plots import accuracy_lines
 from ..results import progress_bar, save_result
@@ -26,13 +27,13 @@ from ..task import TaskResult
 NAME = "nih"
 SUMMARY_FILE = "nih_summary.json"
 SAMPLE_ID = ("task", "length", "index")
-DEFAULT_TASKS = ("mk2", "mk3", "mv")
+DEFAULT_TASKS = tuple(NEEDLE_TASKS)
 DEFAULT_LENGTHS = (256, 512, 1024, 2048, 4096)
 
 
 def new_tokens_for(task: str) -> int:
     """Room for the answer: every value, with slack for the words around it."""
-    spec = TASKS[task]
+    spec = NEEDLE_TASKS[task]
     return (40 if spec.value_kind == "number" else 64) * spec.n_values
 
 
@@ -92,6 +93,43 @@ def run_nih(models: dict, tasks=DEFAULT_TASKS, lengths=DEFAULT_LENGTHS, n_sample
                max_new_tokens=max_new_tokens, train_length=train_length).summary
 
 
+# The command line: `difflora eval nih` (cli/evaluate.py registers every task from these parts).
+COMMAND = ("eval", "nih")
+HELP = "needle in a haystack: MK-2, MK-3, MV (RULER format)"
+
+
+def add_options(parser) -> None:
+    """The task's own options, beside those every evaluation command shares."""
+    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=list(NEEDLE_TASKS),
+                        help="needle tasks")
+    parser.add_argument("--lengths", nargs="+", type=kind(Whole(minimum=1)), default=list(DEFAULT_LENGTHS),
+                        help="context lengths in each model's tokens (chat template and answer prefix included)")
+    parser.add_argument("--samples", type=kind(Whole(minimum=1)), default=20, help="samples per task and length")
+    parser.add_argument("--haystack", choices=list(HAYSTACKS), default=None,
+                        help="override the tasks' haystacks "
+                             "(default: RULER's: distractor needles for MK, essay for MV)")
+    parser.add_argument("--max-new-tokens", type=kind(Whole(minimum=1)), default=None,
+                        help="answer length limit (default: room for every value the task asks for)")
+    parser.add_argument("--train-length", type=kind(Whole(minimum=1)), default=None,
+                        help="draw the fine-tuning length on the plots (default: not drawn)")
+
+
+def check_inputs(args) -> None:
+    """Nothing to read before the models load: the needle samples are generated."""
+
+
+def options(args) -> dict:
+    """run()'s options from the parsed command line."""
+    return dict(tasks=args.tasks, lengths=args.lengths, n_samples=args.samples, haystack=args.haystack,
+                max_new_tokens=args.max_new_tokens, train_length=args.train_length)
+
+
+def table(summary: dict) -> tuple[str, dict]:
+    """The table printed after a run: (title, {(model, task): {length: accuracy}})."""
+    return "needle in a haystack (accuracy)", {(m, t.upper()): {n: e["mean"] for n, e in d.items()}
+                                               for m, tasks in summary.items() for t, d in tasks.items()}
+
+
 def plot(summary: dict, folder: str, settings: dict | None = None) -> dict[str, str]:
     """One plot per task: accuracy against context length, one line per model, the fine-tuning
     length (settings["train_length"]) marked when known."""
@@ -111,7 +149,8 @@ def section(report: Report, summary: dict, figures: str, settings: dict | None =
                 "interval; context lengths in each model's own tokens.")
     for task in sorted({t for m in summary.values() for t in m}):
         lengths = sorted_numbers(n for m in summary.values() for n in m.get(task, {}))
-        rows = [[label] + [_cell(summary[label][task], n) for n in lengths] for label in summary if task in summary[label]]
+        rows = [[label] + [_cell(summary[label][task], n) for n in lengths]
+                for label in summary if task in summary[label]]
         report.table([f"{task.upper()} \\ context"] + [str(n) for n in lengths], rows)
         report.image(paths[task], f"{task.upper()} accuracy against context length")
 

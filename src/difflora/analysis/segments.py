@@ -1,4 +1,5 @@
-"""Attention mass per segment of one prompt (the paper's Figure 4, for one model and one prompt).
+"""The segments of one needle prompt and the attention mass each gets (the paper's Figure 4, for
+one model and one prompt).
 
 A needle prompt is cut into five segments: BOS, the context before the needle (instruction and
 chat header included), the needle, the context after it, and the query (the question, the chat
@@ -95,8 +96,10 @@ def _layer_maps(model, ids: torch.Tensor) -> list[dict]:
     with compat.eager_attention(model), torch.no_grad():
         out = model(input_ids=ids, output_attentions=True, use_cache=False)
     if not out.attentions:
-        raise UserError("the model returned no attention maps (output_attentions): its attention class is not supported")
-    return [{"layer": i, "positive": a[0].float(), "negative": None, "lambda": 0.0} for i, a in enumerate(out.attentions)]
+        raise UserError("the model returned no attention maps (output_attentions): "
+                        "its attention class is not supported")
+    return [{"layer": i, "positive": a[0].float(), "negative": None, "lambda": 0.0}
+            for i, a in enumerate(out.attentions)]
 
 
 def analyse_prompt(model, tokenizer, rendered: str, needle: str, question_start: int) -> dict:
