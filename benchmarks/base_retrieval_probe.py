@@ -58,7 +58,8 @@ from difflora.train.chat_data import ChatCollator  # noqa: E402
 def stage(text: str) -> tuple[int, int, bool]:
     """NEEDLES:STEPS[:drill] -> (needles, steps, drill)."""
     parts = text.split(":")
-    if len(parts) not in (2, 3) or not all(p.isdigit() and int(p) > 0 for p in parts[:2]) or parts[2:] not in ([], ["drill"]):
+    if (len(parts) not in (2, 3) or not all(p.isdigit() and int(p) > 0 for p in parts[:2])
+            or parts[2:] not in ([], ["drill"])):
         raise argparse.ArgumentTypeError(f"stage '{text}' is not NEEDLES:STEPS or NEEDLES:STEPS:drill (e.g. 4:600)")
     return int(parts[0]), int(parts[1]), parts[2:] == ["drill"]
 
@@ -72,7 +73,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--copy-weight", type=float, default=0.0,
-                   help="weight of the copy-attention loss on the last layer's first head (demo/base/copy_supervision.py)")
+                   help="weight of the copy-attention loss on the last layer's first head "
+                        "(demo/base/copy_supervision.py)")
     p.add_argument("--copy-head", type=int, default=0, help="the supervised head (-1: every head of the last layer)")
     p.add_argument("--readout", type=float, default=0.0,
                    help="weight of the readout loss on the supervised heads' output (demo/base/copy_supervision.py)")
@@ -171,7 +173,8 @@ def digit_losses(model, tokenizer, needles: int, samples: int = 24) -> list[floa
     for _ in range(samples):
         sample = nih.random_sample("mk2", needles, rng)
         messages = [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": answer(sample)}]
-        ids = torch.tensor([list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])])
+        ids = torch.tensor([list(
+            tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])])
         tail = len(tokenizer(f" {sample.gold[0]}.", add_special_tokens=False)["input_ids"]) + 1  # + "</s>"
         with torch.no_grad():
             logp = model(ids).logits[0, -tail - 1:-1].log_softmax(-1)
@@ -249,7 +252,8 @@ def main() -> None:
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     rng = random.Random(args.seed)
     shown = " ".join(f"{n}:{k}" + (":drill" if d else "") for n, k, d in args.stages)
-    print(f"{args.layers} layers x hidden {args.hidden} x {args.heads} heads, rope {args.rope_theta:g}, stages {shown}, lr {args.lr}, "
+    print(f"{args.layers} layers x hidden {args.hidden} x {args.heads} heads, rope {args.rope_theta:g}, "
+          f"stages {shown}, lr {args.lr}, "
           f"{total} steps of {args.batch} rows", flush=True)
     started, losses, copies, step = time.time(), [], [], 0
     for steps, rows in stages:

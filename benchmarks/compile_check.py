@@ -92,7 +92,8 @@ def check_train(model, device: str, backend: str, tol: float) -> str:
     compiled(input_ids=ids.flip(0), attention_mask=mask.flip(0), labels=labels.flip(0))  # new values, same shapes
     grads = dict(model.named_parameters())
     loss_err = (out.loss - eager.loss).abs().item()
-    grad_err = max(((grads[n].grad - g).abs().max() / g.abs().max().clamp(min=1e-12)).item() for n, g in expected.items())
+    grad_err = max(((grads[n].grad - g).abs().max() / g.abs().max().clamp(min=1e-12)).item()
+                   for n, g in expected.items())
     model.zero_grad(set_to_none=True)
     problems = []
     if counter.frame_count != 1:
@@ -149,7 +150,8 @@ def check_generate(model, device: str, backend: str) -> str:
     expected = model.generate(**kwargs)
     config = compile_config(device, backend)
     counters.clear()
-    strict = {"fail_on_recompile_limit_hit": True} if hasattr(torch._dynamo.config, "fail_on_recompile_limit_hit") else {}
+    strict = ({"fail_on_recompile_limit_hit": True}
+              if hasattr(torch._dynamo.config, "fail_on_recompile_limit_hit") else {})
     with torch._dynamo.config.patch(**strict):  # (without it, a per-layer recompile shows as graphs > 1)
         got = model.generate(**kwargs, cache_implementation="static", compile_config=config)
     graphs = int(counters["stats"]["unique_graphs"])
@@ -172,7 +174,8 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default="eager", help="torch.compile backend of every check (default eager)")
     p.add_argument("--inductor", nargs="*", default=[], metavar="PRESET",
                    help="presets to check again with the inductor backend (default: none)")
-    p.add_argument("--checks", nargs="+", default=["train", "decode", "generate"], choices=["train", "decode", "generate"])
+    p.add_argument("--checks", nargs="+", default=["train", "decode", "generate"],
+                   choices=["train", "decode", "generate"])
     p.add_argument("--layers", type=int, default=2, help="layers of the train and decode checks (default 2)")
     p.add_argument("--generate-layers", type=int, default=None,
                    help="layers of the generate check (default: Dynamo's recompile limit + 2)")
@@ -184,7 +187,8 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown preset(s) {', '.join(unknown)}: choose from {LORA}, {', '.join(PRESETS)}")
     print(f"compile check: torch {torch.__version__}, device {args.device}"
-          f"{' (' + torch.cuda.get_device_name() + ')' if args.device.startswith('cuda') else ''}, {args.layers} layers "
+          f"{' (' + torch.cuda.get_device_name() + ')' if args.device.startswith('cuda') else ''}, "
+          f"{args.layers} layers "
           f"({deep} for generate), "
           f"float32, tolerance {tol:g}, recompile limit {torch._dynamo.config.recompile_limit}", flush=True)
     runs = [(name, args.backend) for name in args.presets] + [(name, "inductor") for name in args.inductor]
@@ -206,7 +210,8 @@ def main(argv=None) -> int:
                 else:
                     line = check_generate(model, args.device, backend)
             except Exception as exc:  # a graph break under fullgraph=True lands here: report it, go on
-                line = f"{check:<9} FAIL: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                line = (f"{check:<9} FAIL: {type(exc).__name__}: "
+                        f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}")
                 if os.environ.get("COMPILE_CHECK_TRACEBACK"):
                     traceback.print_exc()
             failures += "FAIL" in line

@@ -96,7 +96,8 @@ def probe(model, tokenizer) -> dict:
         nih = run_nih({"m": (model, tokenizer)}, ("mk2",), (256, 512), 30, seed=7, batch_size=8, max_new_tokens=12,
                       show_progress=False)["m"]["mk2"]
     model.train()
-    return {"icl": {k: round(v["mean"], 3) for k, v in shots.items()}, "mk2": {k: round(v["mean"], 3) for k, v in nih.items()}}
+    return {"icl": {k: round(v["mean"], 3) for k, v in shots.items()},
+            "mk2": {k: round(v["mean"], 3) for k, v in nih.items()}}
 
 
 def main() -> None:

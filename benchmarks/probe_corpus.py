@@ -38,7 +38,8 @@ def named_icl_conversation(rng: random.Random, rows: list[dict], max_shots: int)
     demos = icl.balanced_demos([r for r in rows if r is not test], shots, rng)
     context = "\n\n".join(icl.ITEM.format(text=d["text"], label=d["label"]) for d in demos)
     prompt = icl.INSTRUCTION + " \n\n" + context + "\n\n" + test["text"]
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": f"{icl.ANSWER_PREFIX} {test['label']}"}]
+    return [{"role": "user", "content": prompt},
+            {"role": "assistant", "content": f"{icl.ANSWER_PREFIX} {test['label']}"}]
 
 
 def topic_paragraph(rng: random.Random, rows: list[dict], sentences: int) -> str:

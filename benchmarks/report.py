@@ -115,21 +115,24 @@ def format_tables(results: dict) -> str:
     lines = [
         f"difflora benchmark: shape {meta['shape']} {meta['shape_detail']}",
         f"device {meta['device']} ({meta['device_name']}), dtype {meta['dtype']}, torch {meta['torch']}, "
-        f"{meta['threads']} threads, batch 1; median of {meta['repeats']} interleaved steps after {meta['warmup']} warm-up",
+        f"{meta['threads']} threads, batch 1; median of {meta['repeats']} interleaved steps after "
+        f"{meta['warmup']} warm-up",
         "",
         "Training step (forward + backward + AdamW). xLoRA = ratio to lora-8; bound = FLOP ratio to lora-8 "
         f"(benchmarks/flops.py); time target: xLoRA <= {1 + STEP_TOLERANCE:.2f} x bound; memory target: "
         f"xLoRA <= {MEMORY_LIMIT} at {MEMORY_TARGET_TOKENS} tokens and longer. Peak MiB = {meta['memory_measure']}. "
         "spread = (slowest - fastest) / median of the timed steps. MFU = the step's FLOPs (benchmarks/flops.py) / "
         f"step time / peak dense FLOP/s ({meta.get('peak_flops_source', 'no peak known')}).",
-        f"{'tokens':>6}  {'config':<18} {'step ms':>9} {'spread':>6} {'xLoRA':>6} {'bound':>6} {'x/bound':>7} {'time':>5}"
+        f"{'tokens':>6}  {'config':<18} {'step ms':>9} {'spread':>6} {'xLoRA':>6} {'bound':>6}"
+        f" {'x/bound':>7} {'time':>5}"
         f" {'peak MiB':>9} {'xLoRA':>6} {'mem':>5} {'TFLOP/s':>8} {'MFU':>6}",
     ]
     for row in training_rows(results):
         peak = "" if row["peak_mib"] is None else f"{row['peak_mib']:9.1f}"
         mem_ratio = "" if row["mem_ratio"] is None else f"{row['mem_ratio']:6.2f}"
         lines.append(
-            f"{row['tokens']:>6}  {row['config']:<18} {row['step_ms']:9.1f} {row['spread']:6.0%} {row['time_ratio']:6.3f} "
+            f"{row['tokens']:>6}  {row['config']:<18} {row['step_ms']:9.1f} {row['spread']:6.0%} "
+            f"{row['time_ratio']:6.3f} "
             f"{row['bound']:6.3f} {row['time_ratio'] / row['bound']:7.3f} {_verdict(row['time_ok']):>5}"
             f" {peak:>9} {mem_ratio:>6} {_verdict(row['mem_ok']):>5} {row['tflops']:8.3g} {_num(row['mfu'], '.1%', 6)}"
         )
@@ -145,11 +148,16 @@ def format_tables(results: dict) -> str:
     compiled = results.get("decode_compiled") or {}
     if compiled:
         info = meta.get("compiled_decode", {})
+        recompile_limit_hit = ("fail_on_recompile_limit_hit on" if info.get("fail_on_recompile_limit_hit", True)
+                               else "this torch has no fail_on_recompile_limit_hit: "
+                                    "a fallback to eager shows only as graphs > 1")
         lines += ["", f"Compiled decoding: generate(cache_implementation=\"static\") with transformers' torch.compile "
-                      f"(backend {info.get('backend', '?')}, mode {info.get('mode', '?')}); one configuration at a time "
+                      f"(backend {info.get('backend', '?')}, mode {info.get('mode', '?')}); "
+                      "one configuration at a time "
                       "after torch._dynamo.reset(), warm-up includes compiling (compile s); "
-                      f"{'fail_on_recompile_limit_hit on' if info.get('fail_on_recompile_limit_hit', True) else 'this torch has no fail_on_recompile_limit_hit: a fallback to eager shows only as graphs > 1'}"
-                      f" (recompile limit {info.get('recompile_limit', '?')}); target: xLoRA >= {COMPILED_DECODE_MIN}. graphs = graphs "
+                      f"{recompile_limit_hit}"
+                      f" (recompile limit {info.get('recompile_limit', '?')}); "
+                      f"target: xLoRA >= {COMPILED_DECODE_MIN}. graphs = graphs "
                       "Dynamo made (1 = one graph for the whole forward)."]
         for batch in compiled:
             lines += [f"batch {batch}, prompt {meta['decode_prompt']} tokens, {meta['decode_tokens']} new tokens:",

@@ -78,7 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds: phases (lengths, decoding, each compiled configuration) that would start after "
                         "this are skipped and reported as skipped, so the tables still print (default: none)")
-    p.add_argument("--memory-steps", type=int, default=None, help="training steps per peak-memory measurement (default 2)")
+    p.add_argument("--memory-steps", type=int, default=None,
+                   help="training steps per peak-memory measurement (default 2)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--out", default="benchmarks/results", help="folder for the JSON record and the plot")
     p.add_argument("--quick", action="store_true", help="tiny shape, short lengths, few repeats (smoke run)")
@@ -204,7 +205,8 @@ def run(args: argparse.Namespace) -> dict:
                 results["train"][str(tokens)][config]["peak_mib"] = mib
 
     per_round = len(setups) * (args.warmup + args.repeats)
-    with tqdm(total=per_round * (len(args.lengths) + len(args.decode_batch)), desc="timing", file=sys.stderr) as progress:
+    with tqdm(total=per_round * (len(args.lengths) + len(args.decode_batch)), desc="timing",
+              file=sys.stderr) as progress:
         for tokens in sorted(args.lengths):
             if _past(deadline):
                 results["meta"]["skipped"].append(f"training step at {tokens} tokens ({SKIPPED})")

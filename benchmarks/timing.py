@@ -153,7 +153,8 @@ def compiled_decode_rates(setups: dict[str, Setup], shape, prompt: int, new_toke
 
     config = compile_config(device, backend)
     ids = random_ids(shape, prompt, device, seed=1, batch=batch)
-    patch = {"fail_on_recompile_limit_hit": True} if hasattr(torch._dynamo.config, "fail_on_recompile_limit_hit") else {}
+    patch = ({"fail_on_recompile_limit_hit": True}
+             if hasattr(torch._dynamo.config, "fail_on_recompile_limit_hit") else {})
     results: dict[str, dict] = {}
     for name, setup in setups.items():
         row = {"tok_s": None, "tok_s_all": [], "compile_s": None, "graphs": None, "graph_breaks": None, "error": None}

@@ -3,7 +3,7 @@
 A new transformers release should only ever touch this file (the attention module's interface below;
 the TrainingArguments names training passes, at the end). The attention body of the Llama
 family (q/k/v projections, optional per-head q/k norm, rotary, cache update, pluggable backend,
-o_proj) is the same from 5.5 to 5.24 except for one rename: 5.24 passes the cache to the attention
+o_proj) is the same from 5.5 to 5.25 except for one rename: 5.24 passes the cache to the attention
 module as `cache=` (formerly `past_key_values=`) and calls `cache.update(k, v, layer_idx, kwargs=...)`.
 What differs between families is listed in FAMILIES. `check_attention_module` refuses, at wrap time,
 any attention class whose interface is not one of the layouts below, so a future rename is a clear
@@ -33,7 +33,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 # The transformers releases CI runs (the floor and the newest); pyproject.toml claims this range.
-TESTED_TRANSFORMERS = ("5.5.0", "5.24.0")
+TESTED_TRANSFORMERS = ("5.5.0", "5.25.0")
 
 
 @dataclass(frozen=True)

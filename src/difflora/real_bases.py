@@ -14,8 +14,9 @@ load_model); a local folder of the same name wins over the registered name.
 sha256, loads it with transformers' GGUF loader (the `gguf` package: `pip install 'difflora[real]'`),
 dequantized to float32, and writes a plain transformers folder: model.safetensors, config.json
 (without the GGUF quantization_config), the tokenizer with its chat template, generation_config.json,
-a copy of the model's terms where it has them, and source.json (where it came from, its licence). It writes into `<name>.partial/`
-and renames that at the end, so an interrupted or failed fetch never leaves a folder that resolves.
+a copy of the model's terms where it has them, and source.json (where it came from, its licence). It
+writes into `<name>.partial/` and renames that at the end, so an interrupted or failed fetch never
+leaves a folder that resolves.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ def fetch(name: str | RealBase, *, accept_terms: bool = False, force: bool = Fal
         os.makedirs(partial)
         gguf_path = _source_file(pieces, expected, partial, say)
         _check_gguf(gguf_path)
-        say(f"converting {os.path.basename(gguf_path)} to a float32 transformers folder (a minute or two on 2 CPU cores) ...")
+        say(f"converting {os.path.basename(gguf_path)} to a float32 transformers folder "
+            "(a minute or two on 2 CPU cores) ...")
         convert_gguf(gguf_path, partial, base.model_class, chat_template=base.chat_template,
                      stop_tokens=base.stop_tokens)
         if os.path.dirname(gguf_path) == partial:

@@ -44,7 +44,8 @@ def write_tiny_gguf(path, model, tokenizer, chat_template: bool = True) -> str:
     _add_tokenizer(writer, tokenizer, chat_template)
 
     state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    tensors = {"token_embd.weight": state["model.embed_tokens.weight"], "output_norm.weight": state["model.norm.weight"]}
+    tensors = {"token_embd.weight": state["model.embed_tokens.weight"],
+               "output_norm.weight": state["model.norm.weight"]}
     for i in range(config.num_hidden_layers):
         for hf, cpp in GGUF_NAMES.items():
             weight = state[f"model.layers.{i}.{hf}.weight"]

@@ -38,7 +38,8 @@ def batch(tokenizer):
     rng = random.Random(3)
     docs = [retrieval_document(rng, 6, 4, ("mk2:needles", "mv:essay", "mk2:essay")) for _ in range(6)]
     rows = [tokenize_document(d, tokenizer, 4096, "values") for d in docs]
-    collate = CopyPairCollator(ChatCollator(tokenizer.pad_token_id), digit_token_ids(tokenizer), needle_marks(tokenizer))
+    collate = CopyPairCollator(ChatCollator(tokenizer.pad_token_id), digit_token_ids(tokenizer),
+                               needle_marks(tokenizer))
     return docs, collate(rows)
 
 
@@ -92,7 +93,8 @@ def test_gather_pairs_look_at_the_key_words(tokenizer, batch):
         at_query = {h: t for r, p, t, h in b["gather_pairs"].tolist() if r == row and p == query}
         at_needle = {h: t for r, p, t, h in b["gather_pairs"].tolist() if r == row and p == source}
         if at_query:  # MV answers after the first value have no key right before them
-            assert {h: int(ids[row, t]) for h, t in at_query.items()} == {h: int(ids[row, t]) for h, t in at_needle.items()}
+            assert ({h: int(ids[row, t]) for h, t in at_query.items()}
+                    == {h: int(ids[row, t]) for h, t in at_needle.items()})
             checked += 1
     assert checked >= 6
 
@@ -103,9 +105,11 @@ def test_attention_losses_are_negative_log_weights():
     pairs = torch.tensor([[0, 4, 1], [1, 3, 2]])
     expected_all = -torch.stack([attn[0, :, 4, 1], attn[1, :, 3, 2]]).log().mean()
     assert torch.allclose(copy_attention_loss((attn, attn), pairs, None), expected_all)
-    assert torch.allclose(copy_attention_loss((attn, attn), pairs, 1), -torch.stack([attn[0, 1, 4, 1], attn[1, 1, 3, 2]]).log().mean())
+    assert torch.allclose(copy_attention_loss((attn, attn), pairs, 1),
+                          -torch.stack([attn[0, 1, 4, 1], attn[1, 1, 3, 2]]).log().mean())
     quads = torch.tensor([[0, 4, 0, 1], [1, 2, 1, 0]])
-    assert torch.allclose(gather_attention_loss((attn, attn), quads), -torch.stack([attn[0, 1, 4, 0], attn[1, 0, 2, 1]]).log().mean())
+    assert torch.allclose(gather_attention_loss((attn, attn), quads),
+                          -torch.stack([attn[0, 1, 4, 0], attn[1, 0, 2, 1]]).log().mean())
     empty = torch.zeros(0, 3, dtype=torch.long)
     assert copy_attention_loss((attn, attn), empty).item() == 0.0
 
@@ -121,7 +125,8 @@ def test_supervised_loss_trains_the_matching_projections(tokenizer, batch):
     assert torch.isclose(total, lm + attention) and attention > 0
     attention.backward()
     layers = model.model.layers
-    for proj in (layers[0].self_attn.q_proj, layers[0].self_attn.k_proj, layers[1].self_attn.q_proj, layers[1].self_attn.k_proj):
+    for proj in (layers[0].self_attn.q_proj, layers[0].self_attn.k_proj,
+                 layers[1].self_attn.q_proj, layers[1].self_attn.k_proj):
         assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0
     plain, lm_only, zero, _ = supervised_loss(model, b, weight=0.0)
     assert zero.item() == 0.0 and torch.isclose(plain, lm_only)
@@ -300,5 +305,6 @@ def test_icl_copy_pairs_are_averaged_apart_from_the_needles(tokenizer):
         hook.remove()
         _, _, readout, _ = supervised_loss(model, b, weight=0.0, readout=1.0)
         ids = b["input_ids"]
-        both = readout_loss(model, captured["out"], b["copy_pairs"], ids) + readout_loss(model, captured["out"], b["icl_pairs"], ids)
+        both = (readout_loss(model, captured["out"], b["copy_pairs"], ids)
+                + readout_loss(model, captured["out"], b["icl_pairs"], ids))
     assert torch.isclose(readout, both, rtol=1e-4)

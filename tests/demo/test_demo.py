@@ -174,7 +174,8 @@ def test_diffora_models_train_the_selection_from_its_search_weights(runs):
         assert run["init_from"] == str(out / "select" / name / "adapter")
         if name == "diffora-lora":
             assert run["method"]["target_modules"] == dam["kept"] and run["method"]["r"] == 16
-            assert 0 < _count_parameters(str(out / "adapters" / name)) <= _count_parameters(str(out / "adapters" / "lora-8"))
+            assert (0 < _count_parameters(str(out / "adapters" / name))
+                    <= _count_parameters(str(out / "adapters" / "lora-8")))
         else:
             assert len(run["method"]["layers_to_transform"]) == 1  # half of the quick base's 2 layers
 

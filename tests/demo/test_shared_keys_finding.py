@@ -17,7 +17,8 @@ def _scores(shared: float, paper: float, n: int = 40) -> dict:
     `paper`; on degeneration the shared-key model never degenerates, difflora-64 on half."""
     def rows(label, rate, score="score"):
         return [{"model": label, "shots": 2, "index": i, score: float(i < rate * n)} for i in range(n)]
-    return {"icl": TaskResult("icl", {}, rows(SHARED_KEYS, shared) + rows("difflora-64", paper), {}, ("shots", "index")),
+    return {"icl": TaskResult("icl", {}, rows(SHARED_KEYS, shared) + rows("difflora-64", paper), {},
+                              ("shots", "index")),
             "degeneration": TaskResult("degeneration", {}, rows(SHARED_KEYS, 0.0, "degenerate")
                                        + rows("difflora-64", 0.5, "degenerate"), {}, ("index",), "degenerate")}
 

@@ -16,7 +16,8 @@ def register(subparsers) -> None:
 
     demo = subparsers.add_parser(
         "demo", help="base model vs LoRA vs every DiffLoRA variant: trained and measured the same way, on a CPU",
-        description="Loads the small default base model shipped with the package (other recipes are pretrained once and cached), fine-tunes LoRA and every DiffLoRA variant "
+        description="Loads the small default base model shipped with the package (other recipes are pretrained "
+                    "once and cached), fine-tunes LoRA and every DiffLoRA variant "
                     "on the same generated instruction data, evaluates them all and writes OUT/report.md and "
                     "report.html. Rerun the same command to resume an interrupted run.")
     demo.add_argument("--quick", action="store_true", help="a smoke run of a minute or two (tiny base, few steps)")
@@ -27,7 +28,8 @@ def register(subparsers) -> None:
     demo.add_argument("--tasks", nargs="+", metavar="TASK", type=kind(Choice(ALL_TASKS, what="demo task")),
                       help=f"evaluations (default all: {' '.join(ALL_TASKS)})")
     demo.add_argument("--lengths", nargs="+", type=kind(Whole(minimum=64, unit="tokens")), metavar="N",
-                      help="needle-in-a-haystack context lengths in tokens (default: 256 512 1024; --quick: 256 320 384)")
+                      help="needle-in-a-haystack context lengths in tokens "
+                           "(default: 256 512 1024; --quick: 256 320 384)")
     demo.add_argument("--needles", nargs="+", metavar="TASK", type=kind(Choice(NIH_TASKS, what="needle task")),
                       help=f"needle-in-a-haystack tasks (default: mk2; all: {' '.join(NIH_TASKS)})")
     demo.add_argument("--samples", type=kind(Whole(minimum=1)),
@@ -35,7 +37,8 @@ def register(subparsers) -> None:
     demo.add_argument("--config", type=kind(InputFile()),
                       help="a training config (e.g. configs/paper/difflora-64.yaml): its base model, data and training "
                            "settings replace the embedded default (a GPU run; default: none, the embedded base model)")
-    demo.add_argument("--threads", type=kind(Whole(minimum=1)), help="CPU threads for torch (default: up to 2 on a CPU)")
+    demo.add_argument("--threads", type=kind(Whole(minimum=1)),
+                      help="CPU threads for torch (default: up to 2 on a CPU)")
     device_option(demo, training=True, default_help="cuda when available; the adapters train and every model is "
                                                     "evaluated there")
     demo.set_defaults(func=_demo)

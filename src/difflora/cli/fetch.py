@@ -30,7 +30,8 @@ def _fetch(args) -> int:
     if args.name is None:
         for name, base in REAL_BASES.items():
             terms = f" (shows the {base.licence_name} to accept first)" if base.terms else ""
-            state = f"fetched: {base_folder(name)}" if is_fetched(name) else f"not fetched: {fetch_command(base)}{terms}"
+            state = (f"fetched: {base_folder(name)}" if is_fetched(name)
+                     else f"not fetched: {fetch_command(base)}{terms}")
             print(f"{name:24s} {base.description} [{base.licence_name}]; {state}")
         return 0
     print(fetch(args.name, accept_terms=args.accept_terms, force=args.force, log=print))

@@ -34,7 +34,8 @@ class Finding:
         kinds = set(self.verdicts)
         if len(kinds) == 1:
             return self.verdicts[0]
-        counts = ", ".join(f"{self.verdicts.count(k)} {k}" for k in ("agrees", "disagrees", "cannot tell") if k in kinds)
+        counts = ", ".join(f"{self.verdicts.count(k)} {k}"
+                           for k in ("agrees", "disagrees", "cannot tell") if k in kinds)
         return f"mixed ({counts})"
 
 
@@ -109,7 +110,8 @@ def _shared_keys_finding(results: dict[str, TaskResult], diff_models: list[str])
     """difflora-shared-kv against each paper variant on every per-sample metric: does giving up the
     negative term's own keys (and the 1.5x cache) cost anything? A non-inferiority claim: agrees when
     the whole interval is above -NEAR (not worse by more than NEAR), disagrees when it is wholly below."""
-    f = Finding("Shared keys (Differential Transformer V2, not the paper)", f"Differential Transformer V2's shared-key form (K2 = K1, "
+    f = Finding("Shared keys (Differential Transformer V2, not the paper)",
+                f"Differential Transformer V2's shared-key form (K2 = K1, "
                 f"per-token lambda, the base model's cache) does as well as the paper's own-key variants (here: "
                 f"not worse by more than {NEAR}; degeneration counts lower as better)")
     for task, sign in (("nih", 1), ("icl", 1), ("degeneration", -1)):
@@ -186,7 +188,8 @@ def _icl_findings(results, models, diff_models, shots, train_length) -> list[Fin
     beyond = [k for k in sorted(tokens) if tokens[k] > train_length]
     if inside and beyond:
         k_in, k_out = inside[-1], beyond[-1]
-        f = Finding("ICL past the fine-tuning length", f"DiffLoRA worse as demonstrations grow past the training length "
+        f = Finding("ICL past the fine-tuning length",
+                    f"DiffLoRA worse as demonstrations grow past the training length "
                     f"(here {k_in} shots, {tokens[k_in]} tokens, against {k_out} shots, {tokens[k_out]} tokens; "
                     f"fine-tuning length {train_length})")
         for m in diff_models:  # the same test examples at both shot counts: paired by test example
@@ -212,7 +215,8 @@ def _attention_finding(attention: dict, diff_models) -> Finding:
             continue
         net = attention[m]["mean"]["net"]
         bos, ratio = net.get("bos", 0.0), _needle_ratio(net)
-        f.measured.append(f"{m}: BOS {bos:.3f} (base {base_bos:.3f}), needle/context {ratio:.2f} (base {base_ratio:.2f})")
+        f.measured.append(f"{m}: BOS {bos:.3f} (base {base_bos:.3f}), "
+                          f"needle/context {ratio:.2f} (base {base_ratio:.2f})")
         bos_change = (bos - base_bos) / base_bos if base_bos > 0 else 0.0
         if bos_change < -SMALL:
             f.verdicts.append("agrees")

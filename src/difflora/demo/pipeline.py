@@ -69,14 +69,16 @@ class Demo:
         self.base_path = path
         write_json(os.path.join(self.out, "base.json"), {"path": path, "built_now": built})
         if built or not self.state.is_done("base", inputs_digest):
-            self.state.finish("base", inputs_digest, time.time() - started if built else 0.0, path=path, built_now=built)
+            self.state.finish("base", inputs_digest, time.time() - started if built else 0.0,
+                              path=path, built_now=built)
         return path
 
     def data(self) -> None:
         """The generated instruction data (training and held-out), or the config's data."""
         plan = self.plan
         data_dir = os.path.join(self.out, "data")
-        generated_train, generated_heldout = os.path.join(data_dir, "train.jsonl"), os.path.join(data_dir, "heldout.jsonl")
+        generated_train, generated_heldout = (os.path.join(data_dir, "train.jsonl"),
+                                              os.path.join(data_dir, "heldout.jsonl"))
         self.train_file = plan.train_data or generated_train
         self.heldout_file = plan.heldout_data or generated_heldout
         inputs_digest = plan.digest("train_data", "heldout_data", "train_examples", "heldout_examples",

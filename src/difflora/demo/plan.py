@@ -105,8 +105,8 @@ def quick_plan() -> DemoPlan:
         recipe=QUICK_RECIPE, train_examples=48, heldout_examples=8, instruction_units=4, train_max_length=320,
         training=dict(max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1, save_steps=2,
                       save_total_limit=1, seed=0), select_steps=2,
-        nih_tasks=NIH_TASKS, nih_lengths=(256, 320, 384), nih_samples=2, icl_shots=(2, 4), icl_samples=2, attention_length=256,
-        attention_prompts=1, degeneration_tokens=6)
+        nih_tasks=NIH_TASKS, nih_lengths=(256, 320, 384), nih_samples=2, icl_shots=(2, 4), icl_samples=2,
+        attention_length=256, attention_prompts=1, degeneration_tokens=6)
 
 
 def plan_from_config(path: str, plan: DemoPlan) -> DemoPlan:
@@ -119,7 +119,8 @@ def plan_from_config(path: str, plan: DemoPlan) -> DemoPlan:
     return dataclasses.replace(
         plan, recipe=None, base_model=cfg.model, train_data=cfg.data.train, heldout_data=cfg.data.eval,
         train_max_length=n, training={k: v for k, v in cfg.training.items() if k != "report_to"}, cap_ranks=False,
-        nih_tasks=NIH_TASKS, nih_lengths=tuple(sorted({max(256, n // 4), max(256, n), 2 * max(256, n)})), nih_samples=50, icl_shots=(6, 12, 24, 48, 96), icl_samples=50,
+        nih_tasks=NIH_TASKS, nih_lengths=tuple(sorted({max(256, n // 4), max(256, n), 2 * max(256, n)})),
+        nih_samples=50, icl_shots=(6, 12, 24, 48, 96), icl_samples=50,
         attention_length=min(n, 2048), attention_prompts=8, degeneration_tokens=96)
 
 

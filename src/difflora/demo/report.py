@@ -103,8 +103,10 @@ def _what_was_run(report: Report, plan: DemoPlan, base_path: str, adapters: dict
                 f"learning rate {train.get('learning_rate')}, max length {plan.train_max_length}, loss on assistant "
                 "tokens only, through `difflora train`'s pipeline (transformers Trainer).")
     if plan.cap_ranks and config.get("hidden_size"):
-        saved = {name: _read_json(os.path.join(folder, "adapter_config.json")) or {} for name, folder in adapters.items()}
-        ranks = ", ".join(f"{name} r={c['r']}" for name, c in saved.items() if c.get("peft_type") != "LORA" and "r" in c)
+        saved = {name: _read_json(os.path.join(folder, "adapter_config.json")) or {}
+                 for name, folder in adapters.items()}
+        ranks = ", ".join(f"{name} r={c['r']}" for name, c in saved.items()
+                          if c.get("peft_type") != "LORA" and "r" in c)
         report.text(f"Ranks: the presets' r=64 and r=32 are sized for hidden 2048; on this base (hidden "
                     f"{config['hidden_size']}) they are capped at hidden/4 and hidden/8, alpha = 2r as in the presets "
                     f"(as each adapter_config.json records: {ranks}). LoRA keeps r=8 on q, k, v, o, gate, up and down.")
@@ -224,7 +226,8 @@ def _paper_comparison(report: Report, results: dict, plan: DemoPlan) -> None:
 
 def _heldout_section(report: Report, loss: dict, figures: str) -> None:
     report.heading("Held-out loss")
-    report.text("Mean assistant-token cross-entropy on held-out instruction data of the fine-tuning mixture, with a 95% "
+    report.text("Mean assistant-token cross-entropy on held-out instruction data of the fine-tuning mixture, "
+                "with a 95% "
                 "bootstrap interval over conversations.")
     report.table(["model", "held-out loss"], [[label, fmt(e)] for label, e in loss.items()])
     path = grouped_bars({label: {"held-out loss": e["mean"]} for label, e in loss.items()}, "held-out loss",

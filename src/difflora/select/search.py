@@ -101,7 +101,7 @@ def _normalise_gradient(logits: torch.Tensor) -> None:
     would lower the held-out loss) in how far its weight moves, which is what the ranking needs.
     Adam (DARTS' choice) normalises every logit on its own, so a module whose adapter barely
     matters but whose gradient keeps one sign rises as fast as the one that matters: on the
-    synthetic task of tests/select (one v_proj of 28 candidates changed, 150 steps) Adam ranked the
+    synthetic task of tests/selection (one v_proj of 28 candidates changed, 150 steps) Adam ranked the
     changed module first in 0 of 8 tasks, this rule in 8 of 8. Dividing by the largest component
     keeps the relative sizes and makes the step independent of the loss scale."""
     if logits.grad is not None:

@@ -97,7 +97,8 @@ def unambiguous(input_ids: torch.Tensor, pairs: torch.Tensor, digits: set[int], 
     return pairs[torch.tensor(keep, dtype=torch.bool)] if keep else pairs
 
 
-def gather_pairs(input_ids: torch.Tensor, copies: torch.Tensor, digits: set[int], marks: dict[str, int]) -> torch.Tensor:
+def gather_pairs(input_ids: torch.Tensor, copies: torch.Tensor, digits: set[int],
+                 marks: dict[str, int]) -> torch.Tensor:
     """(row, position, target, head) for the first layer's key-gathering heads: at every needle
     value's first digit and at every answered value's first query, head 0 looks at the key's noun
     and head 1 at its adjective (of the needle there, or of the asked key in the question's answer)."""
@@ -217,7 +218,8 @@ def gather_attention_loss(attentions: tuple[torch.Tensor, ...], quads: torch.Ten
     return -(picked.float().clamp_min(1e-6)).log().mean()
 
 
-def copy_attention_loss(attentions: tuple[torch.Tensor, ...], pairs: torch.Tensor, head: int | None = 0) -> torch.Tensor:
+def copy_attention_loss(attentions: tuple[torch.Tensor, ...], pairs: torch.Tensor,
+                        head: int | None = 0) -> torch.Tensor:
     """Mean negative log attention weight of the last layer's `head` (None: each of its heads) on
     each pair's source."""
     if pairs.numel() == 0:

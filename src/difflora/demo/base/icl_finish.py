@@ -98,7 +98,8 @@ def _run_part(recipe, part: IclFinish, source: str, out: str, trainer_dir: str, 
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation="eager")
-    rows = [tokenize_document(d, tokenizer, MAX_DOCUMENT, recipe.loss_on) for d in finishing_documents(recipe.mix, part)]
+    rows = [tokenize_document(d, tokenizer, MAX_DOCUMENT, recipe.loss_on)
+            for d in finishing_documents(recipe.mix, part)]
     args = TrainingArguments(
         output_dir=trainer_dir, max_steps=part.steps, per_device_train_batch_size=part.batch_size, max_grad_norm=1.0,
         logging_steps=max(1, part.steps // 100), save_strategy="steps", save_steps=max(1, part.steps // 8),

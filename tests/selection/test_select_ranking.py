@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from select_synthetic import TeacherStream, difflora_teacher, kl_to_teacher, perturb_v_proj, tiny_base
 
 from difflora.select import SearchSettings, build_search_model, discretize, run_search
 from difflora.select.discretize import rank
 from difflora.train.method_spec import MethodSpec
+
+from .select_synthetic import TeacherStream, difflora_teacher, kl_to_teacher, perturb_v_proj, tiny_base
 
 
 def _search(base, teacher, method, steps):

@@ -10,7 +10,6 @@ import copy
 import pytest
 import torch
 from peft import PeftModel
-from select_synthetic import TeacherStream, kl_to_teacher, perturb_v_proj, tiny_base
 
 from difflora.select import (
     SearchSettings,
@@ -24,6 +23,8 @@ from difflora.select import (
 )
 from difflora.select.to_adapter import save_adapter
 from difflora.train.method_spec import MethodSpec
+
+from .select_synthetic import TeacherStream, kl_to_teacher, perturb_v_proj, tiny_base
 
 METHODS = {
     "lora": {"type": "lora", "r": 4, "lora_alpha": 8},
