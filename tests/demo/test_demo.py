@@ -4,6 +4,7 @@ has every section and plot; the base model cache is reused and rebuilt when its 
 import dataclasses
 import json
 import os
+import re
 
 import pytest
 
@@ -75,10 +76,10 @@ def test_second_invocation_reuses_the_cached_base(runs):
 def test_report_has_every_section_plot_and_model(runs):
     out = runs["out"]
     md = (out / "report.md").read_text()
-    for heading in ("## What was run", "## Base model quality", "## Models x metrics",
+    for heading in ("## Verdicts against the paper's findings", "## Base model quality", "## Models x metrics",
                     "## The paper's findings beside the demo's", "## Needle in a haystack",
                     "## Many-shot in-context learning", "## Attention mass per segment", "## Degenerate generation",
-                    "## Held-out loss", "## DiffoRA selections", "## Training"):
+                    "## Held-out loss", "## DiffoRA selections", "## Training", "## How this was run"):
         assert heading in md, heading
     assert "At the shortest context (256 tokens) the base model retrieves" in md
     assert f"Command: `difflora demo --quick --out {out} --threads 1`" in md  # as typed (args.argv)
@@ -94,7 +95,32 @@ def test_report_has_every_section_plot_and_model(runs):
     for name in ("diffora-lora", "diffora-difflora"):
         assert f"](select/{name}/dam.png)" in md and (out / "select" / name / "dam.png").stat().st_size > 5000
     page = (out / "report.html").read_text()
-    assert page.count("<img") >= 9 and "The paper&#x27;s findings" in page
+    assert page.count("<img") >= 10 and "The paper&#x27;s findings" in page
+
+
+def test_report_leads_with_the_verdicts_and_ends_with_how_it_was_run(runs):
+    """Results first: the verdict grid (a picture beside the report and a table) right under the title,
+    the logistics (command, stage times, versions) last; disagreement explained once; the seed count."""
+    from difflora.demo.compare import DIFFLORA
+
+    out = runs["out"]
+    md = (out / "report.md").read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Verdicts against the paper's findings" and headings[-1] == "## How this was run"
+    verdicts, rest = md.split("## Base model quality")
+    assert "](verdicts.png)" in verdicts and (out / "verdicts.png").stat().st_size > 5000
+    assert "| finding | " + " | ".join(DIFFLORA) in verdicts  # the grid as a table, variants as columns
+    assert re.search(r"\| NIH MK-2( \| (agrees|disagrees|cannot tell)){4} \|", verdicts)
+    assert "what each verdict compares" in verdicts
+    assert "1 fine-tuning seed (seed 0) per model; intervals are over evaluation samples only" in verdicts
+    assert md.count("need not behave like a 1B model") == 1 and "### Why a verdict can disagree" in verdicts
+    how = md.split("## How this was run")[1]
+    for logistics in ("Command: `difflora demo --quick", "Base model: the project's default", "| stage | seconds |",
+                      "Versions: difflora ", "Reproduce: `difflora demo`"):
+        assert logistics in how and logistics not in md.split("## How this was run")[0], logistics
+    page = (out / "report.html").read_text()
+    assert page.index("Verdicts against the paper") < page.index("<img") < page.index("Base model quality")
+    assert page.index("How this was run") > page.index("Held-out loss")
 
 
 def test_every_accuracy_has_a_bootstrap_interval(runs):
@@ -146,6 +172,7 @@ def test_config_runs_the_same_pipeline_on_a_given_base_and_data(tmp_path):
                 "--tasks", "loss", "--threads", "1"]) == 0
     md = (out / "report.md").read_text()
     assert f"Base model: {base}" in md and "capped" not in md
+    assert "No finding of the paper can be checked with these models and tasks" in md  # loss alone decides none
     adapter = json.loads((out / "adapters" / "difflora-64-fixed" / "adapter_config.json").read_text())
     assert adapter["r"] == 64
     stages = json.loads((out / "state.json").read_text())["stages"]

@@ -1,9 +1,11 @@
-"""OUT/report.md and OUT/report.html: what was run, a table of models x metrics, the plots, and the
-paper's findings beside what the demo found, with a plain sentence wherever they disagree.
+"""OUT/report.md and OUT/report.html, results first: the verdicts against the paper's findings (a
+grid, OUT/verdicts.png, and a table, with what each finding compares and, once, why a verdict can
+disagree), then the table of models x metrics, the paper's findings beside the demo's with their
+numbers, the plots, and last how it was run (command, recipes, stage times, versions).
 
 The per-task sections and plots are the evaluation tasks' own (their section()); this module adds
-the demo's overview, the comparison with the paper (compare.py), the held-out loss, the training
-curves and the measured timings.
+the verdicts, the demo's overview, the comparison with the paper (compare.py), the held-out loss, the
+training curves and the measured timings.
 """
 
 from __future__ import annotations
@@ -11,20 +13,30 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
+import sys
+from importlib import metadata
 
 from ..evaluation.document import Report, fmt, lookup
 from ..evaluation.paper import FINDINGS
-from ..evaluation.plots import grouped_bars, plt, save_figure
+from ..evaluation.plots import category_grid, grouped_bars, plt, save_figure
 from ..evaluation.tasks import TASKS
+from ..train.runner import DEFAULT_TRAINING
 from ..train.trainer import lambda_series
 from .base import default_base_path
-from .compare import findings
+from .compare import Finding, findings
 from .evaluate import LOSS, gather
 from .plan import DIFFORA_MODELS, DemoPlan
 from .state import DemoState
 
-SECTIONS = ("What was run", "Base model quality", "Models x metrics", "The paper's findings beside the demo's",
-            "DiffoRA selections", "Training")
+VERDICTS = "Verdicts against the paper's findings"
+WHY_DISAGREE = "Why a verdict can disagree with the paper"  # a subsection of VERDICTS, the one explanation
+HOW_RUN = "How this was run"
+SECTIONS = (VERDICTS, "Base model quality", "Models x metrics", "The paper's findings beside the demo's",
+            "DiffoRA selections", "Training", HOW_RUN)  # the demo's own sections, in order (the tasks' in between)
+VERDICT_COLOURS = {"agrees": "#9ecae1", "disagrees": "#fdae6b", "cannot tell": "#d9d9d9"}
+MEASURES = {"nih": "needles", "icl": "ICL", "degeneration": "degeneration"}
+GRID = "verdicts.png"  # beside report.md
 
 
 def write_demo_report(plan: DemoPlan, base_path: str, adapters: dict[str, str], out_dir: str,
@@ -34,14 +46,15 @@ def write_demo_report(plan: DemoPlan, base_path: str, adapters: dict[str, str], 
     summaries = {task: result.summary for task, result in results.items()}
     figures = os.path.join(out_dir, "figures")
     report = Report("DiffLoRA in miniature: the paper's comparison, measured")
+    found = findings(results, plan.models, plan.icl_shots, plan.train_max_length)
 
-    _what_was_run(report, plan, base_path, adapters, state, command)
+    _verdicts(report, found, plan, base_path, out_dir)
     _base_quality(report, plan, summaries)
     report.heading("Models x metrics")
     report.text("Accuracies are means over samples with a 95% bootstrap interval; needle columns at the shortest and "
                 "longest context; held-out loss is the assistant-token loss on held-out instruction data.")
     report.table(*_overview(summaries, plan, labels, adapters))
-    _paper_comparison(report, results, plan)
+    _paper_comparison(report, found)
 
     for name, task in TASKS.items():
         if name in results:
@@ -52,6 +65,7 @@ def write_demo_report(plan: DemoPlan, base_path: str, adapters: dict[str, str], 
         _heldout_section(report, summaries[LOSS], figures)
     _diffora_section(report, out_dir, plan)
     _training_section(report, base_path, adapters, figures, plan)
+    _how_it_was_run(report, plan, base_path, adapters, state, command)
     md, _ = report.write(out_dir)
     return md
 
@@ -63,7 +77,101 @@ def _icl_prompt_lengths(report: Report, icl: dict, plan: DemoPlan) -> None:
                     + f"; fine-tuning length {plan.train_max_length}.")
 
 
-# -- what was run ------------------------------------------------------------------------------
+# -- the verdicts, first ------------------------------------------------------------------------
+
+def fine_tuning_seeds(plan: DemoPlan) -> list[int]:
+    """The seeds each model is fine-tuned with: the demo trains every model once, with the training
+    settings' seed (the trainer's default when they name none)."""
+    return [plan.training.get("seed", DEFAULT_TRAINING["seed"])]
+
+
+def verdict_grid(found: list[Finding], models: tuple[str, ...]) -> tuple[list[str], list[str], dict]:
+    """The grid of verdicts: rows (a finding, or a finding and one of its measures where it has
+    several per model), columns (the models the verdicts are about, in the plan's order) and
+    {(row, column): verdict}. A finding with no verdict keeps an empty row."""
+    rows, cells, columns = [], {}, []
+    for f in found:
+        for cell in f.cells:
+            if cell.model not in columns:
+                columns.append(cell.model)
+    seen = list(columns)
+    columns = sorted(seen, key=lambda m: (models.index(m) if m in models else len(models), seen.index(m)))
+    for f in found:
+        measures = list(dict.fromkeys(c.measure for c in f.cells))
+        if not measures:
+            rows.append(f"{f.name} (not measured)")
+        for measure in measures:
+            rows.append(f"{f.name}: {MEASURES.get(measure, measure)}" if len(measures) > 1 or measure else f.name)
+            for cell in f.cells:
+                if cell.measure == measure:
+                    cells[(len(rows) - 1, columns.index(cell.model))] = cell.verdict
+    return rows, columns, cells
+
+
+def _verdicts(report: Report, found: list[Finding], plan: DemoPlan, base_path: str, out_dir: str) -> None:
+    report.heading(VERDICTS)
+    verdicts = [v for f in found for v in f.verdicts]
+    counts = ", ".join(f"{verdicts.count(k)} {k}" for k in VERDICT_COLOURS)
+    seeds = fine_tuning_seeds(plan)
+    report.text(f"Each cell is one verdict of this run against a finding of the paper (or of the work it builds on), "
+                f"decided by a paired bootstrap over the same samples: agrees (the 95% interval of the difference "
+                f"lies on the paper's side of zero), disagrees (on the other side), cannot tell (it holds zero). "
+                f"{len(verdicts)} verdicts: {counts}. Behind every verdict: {len(seeds)} fine-tuning seed"
+                f"{'s' if len(seeds) > 1 else ''} (seed {', '.join(map(str, seeds))}) per model; intervals are over "
+                f"evaluation samples only ({plan.nih_samples} per needle task and length, {plan.icl_samples} per ICL "
+                "shot count), so none of them covers what another fine-tuning seed would change. The numbers "
+                "behind each cell are in \"The paper's findings beside the demo's\" below; how the run was made is at "
+                "the end.")
+    if not found:
+        report.text("No finding of the paper can be checked with these models and tasks (most compare LoRA-8 "
+                    "with the DiffLoRA variants on needles or ICL).")
+    rows, columns, cells = verdict_grid(found, plan.models)
+    if rows and columns:
+        path = category_grid(rows, columns, cells, VERDICT_COLOURS, os.path.join(out_dir, GRID),
+                             "the paper's findings (rows) x the model each verdict is about (columns)")
+        report.image(path, "verdicts: agrees / disagrees / cannot tell, finding by model (blank: not compared; "
+                     "what each row compares is in the table below)")
+        report.table(["finding", *columns], [[row] + [cells.get((i, j), "") for j in range(len(columns))]
+                                             for i, row in enumerate(rows)])
+    if found:
+        report.table(["finding", "what each verdict compares"],
+                     [[f.name, f.compares + ("" if f.verdicts else " Not measured in this run.")] for f in found])
+    report.heading(WHY_DISAGREE, level=3)
+    report.text(_why_disagree(found, plan, base_path))
+
+
+def _why_disagree(found: list[Finding], plan: DemoPlan, base_path: str) -> str:
+    """The one explanation of why a verdict can disagree, which each disagreement further down refers to."""
+    total = sum(len(f.verdicts) for f in found)
+    against = [f.name for f in found if "disagrees" in f.verdicts]
+    n = sum(f.verdicts.count("disagrees") for f in found)
+    head = (f"Here {n} of the {total} verdicts disagree (in {', '.join(against)})." if n else
+            f"Here none of the {total} verdicts disagrees.")
+    config = _read_json(os.path.join(base_path, "config.json")) or {}
+    base = (f"the base has {_count_parameters(base_path):,} parameters ({config.get('num_hidden_layers')} layers, "
+            f"hidden {config.get('hidden_size')})")
+    widths = [c.diff.high - c.diff.low for f in found for c in f.cells if c.diff is not None]
+    width = (f", the 95% intervals of this run's differences are {statistics.median(widths):.2f} wide (the median)"
+             if widths else "")
+    return (f"{head} A {len(plan.models)}-adapter comparison on a model this small, trained this briefly on "
+            f"generated data, need not behave like a 1B model trained on Tulu-2; before reading a disagreement as "
+            f"evidence against the paper, weigh three things. A small base: {base}, against the paper's "
+            f"Llama-3.2-1B-Instruct; a variant may lack the room to show an effect the paper measured, or show one "
+            f"that the paper's scale hides. Few steps: each adapter is fine-tuned for {_steps(plan.training)} on "
+            f"generated data, so a method that needs longer to find its footing is judged early. The interval "
+            f"width the sample count allows: with {plan.nih_samples} samples per needle task and length and "
+            f"{plan.icl_samples} per ICL shot count{width}; a true difference smaller than that reads as cannot "
+            f"tell, and with {total} verdicts about one in forty can land on the wrong side of zero by chance "
+            f"alone; with one fine-tuning seed per model, no interval covers what another seed would change. The "
+            "demo reports what it measured rather than the paper's result.")
+
+
+def _steps(train: dict) -> str:
+    return (f"{train.get('max_steps') or str(train.get('num_train_epochs', 1)) + ' epoch(s)'} steps of batch "
+            f"{train.get('per_device_train_batch_size', 1)} x {train.get('gradient_accumulation_steps', 1)}")
+
+
+# -- how it was run (last) ----------------------------------------------------------------------
 
 def _finish(recipe: dict) -> str:
     """The recipe's ICL finishing phase in words ("" when it has none; recipes before version 10 have
@@ -75,9 +183,9 @@ def _finish(recipe: dict) -> str:
                    for p in parts)
 
 
-def _what_was_run(report: Report, plan: DemoPlan, base_path: str, adapters: dict, state: DemoState,
-                  command: str | None) -> None:
-    report.heading("What was run")
+def _how_it_was_run(report: Report, plan: DemoPlan, base_path: str, adapters: dict, state: DemoState,
+                    command: str | None) -> None:
+    report.heading(HOW_RUN)
     if command:
         report.text(f"Command: `{command}`")
     config = _read_json(os.path.join(base_path, "config.json")) or {}
@@ -98,10 +206,8 @@ def _what_was_run(report: Report, plan: DemoPlan, base_path: str, adapters: dict
     data = plan.train_data or f"{plan.train_examples} generated chat conversations (retrieval over contexts, " \
                               "in-context classification, short answers)"
     report.text(f"Fine-tuning, identical for every model (same data, order, steps and seed): {data}; "
-                f"{train.get('max_steps') or str(train.get('num_train_epochs', 1)) + ' epoch(s)'} steps of batch "
-                f"{train.get('per_device_train_batch_size', 1)} x {train.get('gradient_accumulation_steps', 1)}, "
-                f"learning rate {train.get('learning_rate')}, max length {plan.train_max_length}, loss on assistant "
-                "tokens only, through `difflora train`'s pipeline (transformers Trainer).")
+                f"{_steps(train)}, learning rate {train.get('learning_rate')}, max length {plan.train_max_length}, "
+                "loss on assistant tokens only, through `difflora train`'s pipeline (transformers Trainer).")
     if plan.cap_ranks and config.get("hidden_size"):
         saved = {name: _read_json(os.path.join(folder, "adapter_config.json")) or {}
                  for name, folder in adapters.items()}
@@ -133,6 +239,21 @@ def _what_was_run(report: Report, plan: DemoPlan, base_path: str, adapters: dict
                 f"{_threads()} torch thread(s). Stage times (seconds, from {os.path.basename(state.path)}; a resumed "
                 "run adds the time of the invocations that did the work):")
     report.table(["stage", "seconds", "finished"], stage_rows)
+    report.text(f"Versions: {_versions()}.")
+    report.text("Reproduce: `difflora demo` (add `--rebuild-base` to pretrain the base model again, `--out DIR` for "
+                "another folder; rerunning the same command resumes an interrupted run).")
+
+
+def _versions() -> str:
+    from .. import __version__
+
+    names = []
+    for package in ("torch", "transformers", "peft"):
+        try:
+            names.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            names.append(f"{package} not installed")
+    return ", ".join([f"difflora {__version__}", *names, f"Python {sys.version.split()[0]}"])
 
 
 def _describe_method(adapter_config: dict) -> str:
@@ -203,22 +324,19 @@ def _cell(per_key: dict, key) -> str:
 
 # -- the paper beside the demo -------------------------------------------------------------------
 
-def _paper_comparison(report: Report, results: dict, plan: DemoPlan) -> None:
+def _paper_comparison(report: Report, found: list[Finding]) -> None:
     report.heading("The paper's findings beside the demo's")
     report.text("The paper fine-tunes Llama-3.2-1B-Instruct on Tulu-2; the demo fine-tunes a CPU-sized model for a "
                 "minute on generated data, so it compares the shape of the results, not their size. Each verdict comes "
                 "from a paired bootstrap over the same samples: agrees (the 95% interval of the difference is on the "
                 "paper's side of zero), disagrees (on the other side), cannot tell (it holds zero).")
-    found = findings(results, plan.models, plan.icl_shots, plan.train_max_length)
     report.table(["finding", "paper", "demo (difference, 95% interval)", "verdict"],
                  [[f.name, f.paper, "; ".join(f.measured) or "not measured", f.verdict] for f in found])
     for f in found:
         if "disagrees" in f.verdicts:
             which = [m for m, v in zip(f.measured, f.verdicts) if v == "disagrees"]
             report.text(f"Where the demo disagrees ({f.name}): the paper finds {f.paper}, but here "
-                        f"{'; '.join(which)}. A {len(plan.models)}-adapter comparison on a model this small, trained "
-                        "this briefly on generated data, need not behave like a 1B model trained on Tulu-2; the demo "
-                        "reports what it measured rather than the paper's result.")
+                        f"{'; '.join(which)}. Why it can: \"{WHY_DISAGREE}\", at the top.")
     report.text(f"Not run here (they need a real model): {FINDINGS['general']} {FINDINGS['rag']}")
 
 
@@ -243,8 +361,6 @@ def _training_section(report: Report, base_path: str, adapters: dict, figures: s
     lambda_plot = plot_lambdas(adapters, os.path.join(figures, "lambda_per_layer.png"))
     if lambda_plot:
         report.image(lambda_plot, "lambda per layer over fine-tuning (fixed-lambda variants stay flat)")
-    report.text("Reproduce: `difflora demo` (add `--rebuild-base` to pretrain the base model again, `--out DIR` for "
-                "another folder; rerunning the same command resumes an interrupted run).")
 
 
 def _diffora_section(report: Report, out_dir: str, plan: DemoPlan) -> None:

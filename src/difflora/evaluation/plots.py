@@ -77,6 +77,38 @@ def grouped_bars(values: dict[str, dict[str, float]], title: str, ylabel: str, p
     return save_figure(fig, path)
 
 
+def category_grid(rows: list[str], columns: list[str], cells: dict[tuple[int, int], str], colours: dict[str, str],
+                  path: str, title: str = "", wrap: int = 40) -> str:
+    """A grid of words: cells[(row, column)] is written in its cell on that word's colour (colours:
+    word -> colour); a cell not in `cells` stays blank. Row labels are wrapped at `wrap` characters."""
+    import textwrap
+
+    labels = [textwrap.fill(r, wrap) for r in rows]
+    lines = [label.count("\n") + 1 for label in labels]
+    row_height = 0.2 + 0.13 * max(lines, default=1)
+    label_width = 0.075 * max((len(line) for label in labels for line in label.split("\n")), default=10)
+    fig, ax = pyplot().subplots(figsize=(label_width + 1.15 * len(columns) + 0.4,
+                                         row_height * len(rows) + 0.8 + (0.3 if title else 0)))
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            word = cells.get((i, j))
+            ax.add_patch(pyplot().Rectangle((j, i), 1, 1, facecolor=colours.get(word, "#ffffff") if word else
+                                            "#f6f6f6", edgecolor="white", linewidth=2))
+            if word:
+                ax.text(j + 0.5, i + 0.5, word, ha="center", va="center", fontsize=8)
+    ax.set_xlim(0, len(columns))
+    ax.set_ylim(len(rows), 0)
+    ax.set_xticks([j + 0.5 for j in range(len(columns))], columns, fontsize=8)
+    ax.set_yticks([i + 0.5 for i in range(len(rows))], labels, fontsize=8)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=10, pad=12)
+    return save_figure(fig, path)
+
+
 def save_figure(fig, path: str) -> str:
     """Write a finished figure as a PNG (its folder made), close it, and return the path."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
