@@ -45,7 +45,7 @@ from torch._dynamo.testing import CompileCounterWithBackend  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/timing.py
 
 import difflora  # noqa: E402
-from difflora.testing import tiny_model  # noqa: E402
+from difflora.testing import static_cache_decode, tiny_model  # noqa: E402
 from difflora.tuner.config import PRESETS  # noqa: E402
 
 LORA = "lora-8"
@@ -104,33 +104,13 @@ def check_train(model, device: str, backend: str, tol: float) -> str:
 
 
 def check_decode(model, device: str, backend: str, tol: float) -> str:
-    from transformers import StaticCache
-
     model.eval()
     hf = model.get_base_model()
     ids, mask = batch(device)
-
-    def steps(step_fn):
-        cache = StaticCache(config=hf.config, max_cache_len=MAX_CACHE)
-        full = torch.zeros(ids.shape[0], MAX_CACHE, dtype=mask.dtype, device=device)
-        full[:, :PROMPT] = mask
-        logits = []
-        with torch.no_grad():
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = hf(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-            token = out.logits[:, -1].argmax(-1, keepdim=True)
-            for i in range(STEPS):
-                full[:, PROMPT + i] = 1
-                positions = full.sum(-1, keepdim=True) - 1
-                out = step_fn(input_ids=token, attention_mask=full.clone(), position_ids=positions,
-                              past_key_values=cache, use_cache=True)
-                logits.append(out.logits[:, -1])
-                token = out.logits[:, -1].argmax(-1, keepdim=True)
-        return torch.stack(logits, 1)
-
-    eager = steps(hf)
+    eager = static_cache_decode(hf, hf, ids, mask, MAX_CACHE, STEPS)
     counter = CompileCounterWithBackend(backend)
-    compiled = steps(torch.compile(hf, backend=counter, fullgraph=True))
+    compiled = torch.compile(hf, backend=counter, fullgraph=True)
+    compiled = static_cache_decode(hf, compiled, ids, mask, MAX_CACHE, STEPS)
     err = ((compiled - eager).abs().max() / eager.abs().max()).item()
     problems = []
     if counter.frame_count != 1:

@@ -55,6 +55,16 @@ def peak_memory_in_process(setup, shape, lengths: list[int], device: str, steps:
     """{length: peak MiB above the memory before the first step} for an already built configuration,
     in this process (CUDA: the allocator counts tensors, not the process). Its gradients are freed
     afterwards; its AdamW state stays (the timed steps need it anyway)."""
+    peaks = _peaks(setup, shape, lengths, device, steps)
+    setup.optimizer.zero_grad(set_to_none=True)
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return peaks
+
+
+def _peaks(setup, shape, lengths: list[int], device: str, steps: int) -> dict[int, float]:
+    """{length: peak MiB} of `steps` training steps at each length, in increasing order."""
     meter = Meter(device)
     peaks = {}
     for tokens in sorted(lengths):
@@ -64,10 +74,6 @@ def peak_memory_in_process(setup, shape, lengths: list[int], device: str, steps:
             train_step(setup, ids)
         peaks[tokens] = meter.peak_mib()
         del ids
-    setup.optimizer.zero_grad(set_to_none=True)
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
     return peaks
 
 
@@ -77,16 +83,7 @@ def _worker(conn, name, shape_name, lengths, device, dtype, threads, steps) -> N
         torch.set_num_threads(threads)
         shape = shape_by_name(shape_name)
         setup = build(name, shape, device, DTYPES[dtype], max(lengths))
-        meter = Meter(device)
-        peaks = {}
-        for tokens in sorted(lengths):
-            ids = random_ids(shape, tokens, device)
-            meter.reset()
-            for _ in range(steps):
-                train_step(setup, ids)
-            peaks[tokens] = meter.peak_mib()
-            del ids
-        conn.send(peaks)
+        conn.send(_peaks(setup, shape, lengths, device, steps))
     except Exception as exc:  # the parent turns it into an error naming the configuration
         conn.send({"error": f"{name}: {exc.__class__.__name__}: {exc}"})
     finally:

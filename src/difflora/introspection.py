@@ -112,10 +112,8 @@ def attention_maps(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
             if record.maps is None:  # adapters disabled: nothing differential to show
                 raise ValueError("attention_maps found no active DiffLoRA adapter (is it disabled?)")
             cap = record.maps
-            positive = cap["positive"].float()
-            lam = cap["lambda"].to(device=positive.device, dtype=torch.float32)  # beside its maps
-            maps.append({"positive": positive, "negative": cap["negative"].float(), "lambda": lam,
-                         "layer": layer.layer_idx})
+            maps.append({"positive": cap["positive"].float(), "negative": cap["negative"].float(),
+                         "lambda": cap["lambda"], "layer": layer.layer_idx})
         return maps
 
 

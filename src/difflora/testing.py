@@ -49,3 +49,31 @@ def tiny_model(family: str = "llama", *, vocab_size: int = 128, hidden_size: int
     config = getattr(transformers, cfg_name)(**args)
     torch.manual_seed(seed)
     return getattr(transformers, model_name)(config).eval()
+
+
+def static_cache_decode(model, step_fn, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        max_cache_len: int, steps: int) -> torch.Tensor:
+    """Prefill `model` eagerly into a StaticCache, then `steps` greedy decoding steps through step_fn
+    (the model itself, or a compiled version of it). The step inputs keep one shape (the mask spans the
+    whole cache), as transformers' compiled generate keeps them, and a left-padded prompt is numbered as
+    generate numbers it. Returns the steps' last-position logits, (batch, steps, vocab)."""
+    from transformers import StaticCache
+
+    cache = StaticCache(config=model.config, max_cache_len=max_cache_len)
+    batch, prompt = input_ids.shape
+    full_mask = torch.zeros(batch, max_cache_len, dtype=attention_mask.dtype, device=attention_mask.device)
+    full_mask[:, :prompt] = attention_mask
+    logits = []
+    with torch.no_grad():
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                    past_key_values=cache, use_cache=True)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        for i in range(steps):
+            full_mask[:, prompt + i] = 1
+            positions = full_mask.sum(-1, keepdim=True) - 1
+            out = step_fn(input_ids=token, attention_mask=full_mask.clone(), position_ids=positions,
+                          past_key_values=cache, use_cache=True)
+            logits.append(out.logits[:, -1])
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+    return torch.stack(logits, 1)

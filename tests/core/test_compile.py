@@ -12,10 +12,10 @@ import torch
 import torch._dynamo
 from peft import LoraConfig, get_peft_model
 from torch._dynamo.testing import CompileCounter
-from transformers import CompileConfig, StaticCache
+from transformers import CompileConfig
 
 from difflora import DiffLoRAConfig
-from difflora.testing import tiny_model
+from difflora.testing import static_cache_decode, tiny_model
 from difflora.tuner.config import PRESETS
 
 from .test_reference import padded_batch, randomize
@@ -60,38 +60,16 @@ def test_training_step_is_one_graph(family, preset):
         torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-5, atol=1e-5)
 
 
-def decode_steps(model, step_fn, ids, mask, steps=3):
-    """Prefill eagerly into a StaticCache, then `steps` greedy decoding steps through step_fn (the
-    compiled or the eager forward); the inputs keep one shape (the mask spans the whole cache), as
-    transformers' compiled generate keeps them."""
-    hf = model.get_base_model()
-    cache = StaticCache(config=hf.config, max_cache_len=MAX_CACHE)
-    batch, prompt = ids.shape
-    full_mask = torch.zeros(batch, MAX_CACHE, dtype=mask.dtype)
-    full_mask[:, :prompt] = mask
-    logits = []
-    with torch.no_grad():
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate numbers a left-padded prompt
-        out = hf(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-        token = out.logits[:, -1].argmax(-1, keepdim=True)
-        for i in range(steps):
-            full_mask[:, prompt + i] = 1
-            positions = full_mask.sum(-1, keepdim=True) - 1
-            out = step_fn(input_ids=token, attention_mask=full_mask.clone(), position_ids=positions,
-                          past_key_values=cache, use_cache=True)
-            logits.append(out.logits[:, -1])
-            token = out.logits[:, -1].argmax(-1, keepdim=True)
-    return torch.stack(logits, 1)
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_static_cache_decoding_is_one_graph(family, preset):
     model = wrapped(family, preset).eval()
     ids, mask = padded_batch("left")
-    eager = decode_steps(model, model.get_base_model(), ids, mask)
+    hf = model.get_base_model()
+    eager = static_cache_decode(hf, hf, ids, mask, MAX_CACHE, steps=3)
     counter = CompileCounter()
-    compiled = decode_steps(model, torch.compile(model.get_base_model(), backend=counter, fullgraph=True), ids, mask)
+    compiled = torch.compile(hf, backend=counter, fullgraph=True)
+    compiled = static_cache_decode(hf, compiled, ids, mask, MAX_CACHE, steps=3)
     assert counter.frame_count == 1, "every decoding step and every layer must reuse one graph"
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
 

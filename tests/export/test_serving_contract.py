@@ -31,6 +31,8 @@ from difflora import DiffLoRAConfig
 from difflora.export import export_standalone
 from difflora.testing import tiny_model
 
+from .test_export import randomize
+
 ENGINE = "difflora_contract_engine"
 FAMILY_SHAPES = {
     "llama": {},
@@ -92,16 +94,6 @@ def engine_attention(module, query, key, value, attention_mask, scaling=None, at
 
 
 AttentionInterface.register(ENGINE, engine_attention)
-
-
-def randomize(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".B." in name or "difflora_lambda" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-            elif "difflora_norm" in name:
-                p.copy_(1.0 + torch.randn(p.shape, generator=g) * 0.2)
 
 
 def serve(folder, lm_head, prompt):

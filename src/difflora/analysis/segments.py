@@ -85,12 +85,9 @@ def _layer_maps(model, ids: torch.Tensor) -> list[dict]:
     if difflora_layers(model):
         layers = []
         for m in attention_maps(model, ids):
-            negative = m["negative"][0]
-            # the negative map is scaled where it is, in float32, whatever device and dtype the
-            # layer computed lambda in (bf16 weights give a bf16 lambda)
-            lam = m["lambda"].to(device=negative.device, dtype=torch.float32)
+            lam = m["lambda"]  # float32, beside its maps (attention_maps' contract)
             rows = lam[0].T.unsqueeze(-1) if lam.dim() else lam  # per-token: row t of head h
-            layers.append({"layer": m["layer"], "positive": m["positive"][0], "negative": negative,
+            layers.append({"layer": m["layer"], "positive": m["positive"][0], "negative": m["negative"][0],
                            "lambda": float(lam.mean()), "lambda_rows": rows})
         return layers
     with compat.eager_attention(model), torch.no_grad():

@@ -24,7 +24,7 @@ class LayerRecord:
         if isinstance(lam, torch.Tensor) and lam.dim():
             self.token_lambda = lam.detach()  # a reference, no copy: difflora.lambdas summarises it
         if self.keep_maps:  # everything stays on the device it was computed on
-            lam = torch.as_tensor(lam, dtype=torch.float32, device=device).detach().float()
+            lam = torch.as_tensor(lam, dtype=torch.float32, device=device).detach()
             self.maps = {"positive": maps[0], "negative": maps[1], "lambda": lam}
 
     @contextlib.contextmanager
