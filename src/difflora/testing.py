@@ -77,3 +77,15 @@ def static_cache_decode(model, step_fn, input_ids: torch.Tensor, attention_mask:
             logits.append(out.logits[:, -1])
             token = out.logits[:, -1].argmax(-1, keepdim=True)
     return torch.stack(logits, 1)
+
+
+def cut_down(folder: str, out: str, layers: int = 2) -> str:
+    """A pretrained model folder cut to its first `layers` layers (embeddings, final norm, head and
+    tokenizer kept): a real model's weights and tokenizer at a fraction of its cost, for end-to-end
+    tests of pipelines that a random tiny model cannot exercise (real text, a real chat template)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, num_hidden_layers=layers, dtype=torch.float32)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(folder).save_pretrained(out)
+    return out

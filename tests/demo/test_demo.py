@@ -11,7 +11,7 @@ import pytest
 from difflora.cli.main import main as cli
 from difflora.demo.base import QUICK_RECIPE, ensure_base
 from difflora.demo.base.store import base_dir, is_built
-from difflora.demo.plan import ALL_MODELS
+from difflora.demo.plan import DEMO_MODELS
 
 STOP = "train:difflora-64"  # interrupt after the second fine-tune
 
@@ -63,7 +63,7 @@ def test_resumed_run_does_not_redo_finished_stages(runs):
     stages = json.loads((runs["out"] / "state.json").read_text())["stages"]
     for stage in ("base", "data", "train:lora-8", STOP):
         assert stages[stage] == runs["first"]["stages"][stage], stage
-    expected = {f"train:{m}" for m in ALL_MODELS} | {f"eval:{m}" for m in ("base", *ALL_MODELS)} | {"report"}
+    expected = {f"train:{m}" for m in DEMO_MODELS} | {f"eval:{m}" for m in ("base", *DEMO_MODELS)} | {"report"}
     assert expected <= {s for s, entry in stages.items() if entry["done"]}
 
 
@@ -83,7 +83,7 @@ def test_report_has_every_section_plot_and_model(runs):
         assert heading in md, heading
     assert "At the shortest context (256 tokens) the base model retrieves" in md
     assert f"Command: `difflora demo --quick --out {out} --threads 1`" in md  # as typed (args.argv)
-    for model in ("base", *ALL_MODELS):
+    for model in ("base", *DEMO_MODELS):
         assert f"| {model} |" in md, model
     for figure in ("nih_mk2", "nih_mk3", "nih_mv", "icl", "attention_mass", "degeneration", "heldout_loss",
                    "loss_curves", "lambda_per_layer"):
@@ -116,7 +116,7 @@ def test_report_leads_with_the_verdicts_and_ends_with_how_it_was_run(runs):
     assert md.count("need not behave like a 1B model") == 1 and "### Why a verdict can disagree" in verdicts
     how = md.split("## How this was run")[1]
     for logistics in ("Command: `difflora demo --quick", "Base model: the project's default", "| stage | seconds |",
-                      "Versions: difflora ", "Reproduce: `difflora demo`"):
+                      "Versions: difflora ", "Reproduce: `difflora demo"):
         assert logistics in how and logistics not in md.split("## How this was run")[0], logistics
     page = (out / "report.html").read_text()
     assert page.index("Verdicts against the paper") < page.index("<img") < page.index("Base model quality")
@@ -124,7 +124,7 @@ def test_report_leads_with_the_verdicts_and_ends_with_how_it_was_run(runs):
 
 
 def test_every_accuracy_has_a_bootstrap_interval(runs):
-    for label in ("base", *ALL_MODELS):
+    for label in ("base", *DEMO_MODELS):
         nih = json.loads((runs["out"] / "eval" / label / "nih.json").read_text())["summary"]
         for task in ("mk2", "mk3", "mv"):
             assert set(nih[task]) == {"256", "320", "384"}

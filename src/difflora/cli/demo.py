@@ -7,7 +7,7 @@ import dataclasses
 import shlex
 import time
 
-from ..validation import Choice, InputFile, OutputFolder, Whole
+from ..validation import Choice, InputFile, InputFolder, OutputFolder, Text, Whole
 from .options import device_option, kind
 
 
@@ -37,6 +37,24 @@ def register(subparsers) -> None:
     demo.add_argument("--config", type=kind(InputFile()),
                       help="a training config (e.g. configs/paper/difflora-64.yaml): its base model, data and training "
                            "settings replace the embedded default (a GPU run; default: none, the embedded base model)")
+    demo.add_argument("--base", type=kind(Text()), metavar="MODEL",
+                      help="run the study on a real pretrained base instead of the embedded one: a fetched name "
+                           "(smollm2-135m-instruct, gemma3-270m; see `difflora fetch`), a local folder or a hub id. "
+                           "Alone it runs the CPU-sized study (LoRA-8, the paper's rows, the shared-key forms); with "
+                           "--config, the config's data and training settings on this base (default: the config's "
+                           "model, or the embedded base)")
+    demo.add_argument("--train-data", type=kind(Text()), metavar="DATA",
+                      help="instruction data to fine-tune on instead of the plan's (chat JSONL or a datasets name), "
+                           "e.g. a local copy of the config's data (default: the generated data, or the config's)")
+    demo.add_argument("--steps", type=kind(Whole(minimum=1)),
+                      help="fine-tuning steps of every model (default: the plan's or the config's)")
+    demo.add_argument("--seed", type=kind(Whole(minimum=0)),
+                      help="one seed for everything drawn: the generated data, the adapters' initialisation and "
+                           "data order, the evaluation samples (default: 0); another seed re-derives the report's "
+                           "numbers independently")
+    demo.add_argument("--compare-with", type=kind(InputFolder()), metavar="DIR",
+                      help="a finished demo's output folder (its verdicts.json): the report adds where this run's "
+                           "verdicts agree with that run's (default: none)")
     demo.add_argument("--threads", type=kind(Whole(minimum=1)),
                       help="CPU threads for torch (default: up to 2 on a CPU)")
     device_option(demo, training=True, default_help="cuda when available; the adapters train and every model is "
@@ -48,23 +66,29 @@ def _demo(args) -> int:
     import torch
 
     from ..demo.pipeline import StopAfterStage, default_threads, run_demo
-    from ..demo.plan import DemoPlan, plan_from_config, quick_plan
     from ..errors import Interrupted
 
     on_cpu = not torch.cuda.is_available() or (args.device is not None and torch.device(args.device).type == "cpu")
     if args.threads is not None or on_cpu:
         torch.set_num_threads(args.threads or default_threads())
-    plan = quick_plan() if args.quick else DemoPlan()
-    if args.config:
-        plan = plan_from_config(args.config, plan)
+    plan = choose_plan(args)
     changes = {"models": args.models and tuple(args.models), "tasks": args.tasks and tuple(args.tasks),
                "nih_lengths": args.lengths and tuple(sorted(args.lengths)), "nih_samples": args.samples,
-               "icl_samples": args.samples, "nih_tasks": args.needles and tuple(args.needles)}
+               "icl_samples": args.samples, "nih_tasks": args.needles and tuple(args.needles),
+               "train_data": args.train_data}
     plan = dataclasses.replace(plan, **{k: v for k, v in changes.items() if v})
+    training = {"max_steps": args.steps, "seed": args.seed}
+    plan = dataclasses.replace(plan, seed=plan.seed if args.seed is None else args.seed,
+                               training={**plan.training, **{k: v for k, v in training.items() if v is not None}})
+    if args.compare_with:  # refused now, not after hours of training
+        from ..demo.agreement import read_verdicts
+
+        read_verdicts(args.compare_with)
     started = time.time()
     command = "difflora " + " ".join(shlex.quote(a) for a in args.argv)  # as typed, for the report
     try:
-        report = run_demo(plan, args.out, rebuild_base=args.rebuild_base, command=command, device=args.device)
+        report = run_demo(plan, args.out, rebuild_base=args.rebuild_base, command=command, device=args.device,
+                          compare_with=args.compare_with)
     except KeyboardInterrupt:
         raise Interrupted("run the same command again to continue where it stopped") from None
     except StopAfterStage as stop:
@@ -72,3 +96,17 @@ def _demo(args) -> int:
         return 3
     print(f"report: {report} (and report.html), this invocation took {time.time() - started:.0f} s")
     return 0
+
+
+def choose_plan(args):
+    """The embedded demo (or its --quick smoke run); --base alone: the study on that real base;
+    --config: the config's base, data and training, on --base when given."""
+    from ..demo.plan import QUICK_SIZES, DemoPlan, plan_from_config, quick_plan, real_base_plan
+
+    if args.config:
+        plan = plan_from_config(args.config, quick_plan() if args.quick else DemoPlan())
+        return dataclasses.replace(plan, base_model=args.base) if args.base else plan
+    if args.base:  # --quick: the study's smoke run, the smoke run's sizes on this base
+        plan = real_base_plan(args.base)
+        return dataclasses.replace(plan, **QUICK_SIZES) if args.quick else plan
+    return quick_plan() if args.quick else DemoPlan()

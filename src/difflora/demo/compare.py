@@ -17,6 +17,7 @@ from ..evaluation.stats import Estimate, paired_difference
 from ..evaluation.task import SampleId, TaskResult, sample_id
 
 DIFFLORA = ("difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn")
+SHARED_BASE = ("shared-diff", "shared-diff-kv")  # Q2 = W_Q x + a low-rank update, rescaled to start at the base
 SHARED_KEYS = "difflora-shared-kv"  # the shared-key form; compared with the paper's variants, not counted among them
 NEAR = 0.15  # "near the base model": the whole interval of the difference within +-NEAR
 SMALL = 0.05  # attention mass: relative changes smaller than this count as no change
@@ -113,13 +114,16 @@ def findings(results: dict[str, TaskResult], models: tuple[str, ...], shots: tup
             if d:
                 f.add(f"{m} - LoRA degenerate rate {show(d)}", direction(d), m, diff=d)
         out.append(f)
-    if "shared-diff" in models and "difflora-32" in models and "nih" in results:
+    shared = [m for m in SHARED_BASE if m in models]
+    if shared and "difflora-32" in models and "nih" in results:
         f = Finding("Shared DIFF (the Shared DIFF Transformer's claim, not the paper)", "the shared-base form "
-                    "retrieves keys better than the low-rank-only DIFF form", "shared-diff's needle accuracy minus "
+                    "retrieves keys better than the low-rank-only DIFF form", "Each shared-base model's needle "
+                    "accuracy (shared-diff; shared-diff-kv, the same with shared keys and token-wise lambda) minus "
                     "difflora-32's, over every needle sample; it agrees when the shared-base form retrieves more.")
-        d = paired_difference(_pool(results, "nih", "shared-diff"), _pool(results, "nih", "difflora-32"))
-        if d:
-            f.add(f"shared-diff - difflora-32, all needle samples {show(d)}", direction(d), "shared-diff", diff=d)
+        for m in shared:
+            d = paired_difference(_pool(results, "nih", m), _pool(results, "nih", "difflora-32"))
+            if d:
+                f.add(f"{m} - difflora-32, all needle samples {show(d)}", direction(d), m, diff=d)
         out.append(f)
     out += _diffora_findings(results, models)
     if SHARED_KEYS in models and diff_models:

@@ -19,10 +19,12 @@ from ..evaluation.tasks import attention_mass, degeneration, many_shot_icl, need
 from ..train.chat_data import IGNORE_INDEX, ChatCollator, build_dataset
 from .plan import DemoPlan
 
-# Room for the answer after RULER's answer prefix: a 7-digit number is 8 tokens with one token per
-# digit, a uuid about 25, MV's four numbers about 36. None: the suite's own (generous) defaults.
-CPU_NEW_TOKENS = {"mk2": 16, "mk3": 40, "mv": 48}
 LOSS = "loss"  # the demo's own task: held-out assistant-token loss, one sample per conversation
+
+
+def icl_eval_file(out_dir: str) -> str:
+    """The ICL sentences the evaluation draws from when the plan splits the pool (plan.icl_split)."""
+    return os.path.join(out_dir, "data", "icl_eval.jsonl")
 
 
 def result_path(out_dir: str, label: str, task: str) -> str:
@@ -36,25 +38,27 @@ def evaluate_model(plan: DemoPlan, label: str, model, tokenizer, out_dir: str, h
         if _read(path) is not None:
             continue
         log(f"{label}: {task}")
-        result = run_task(plan, task, label, (model, tokenizer), heldout)
+        result = run_task(plan, task, label, (model, tokenizer), heldout, icl_eval_file(out_dir))
         write_json(path, {"summary": result.summary[label], "rows": result.rows, "settings": result.settings,
                           "sample_fields": list(result.sample_fields), "score_field": result.score_field})
 
 
-def run_task(plan: DemoPlan, task: str, label: str, pair: tuple, heldout: str) -> TaskResult:
-    """One demo task on one model, in memory."""
+def run_task(plan: DemoPlan, task: str, label: str, pair: tuple, heldout: str, icl_data: str) -> TaskResult:
+    """One demo task on one model, in memory (icl_data: the evaluation's half of the ICL pool, used
+    when the plan splits it)."""
     models = {label: pair}
     settings = EvalSettings(seed=plan.seed, batch_size=plan.batch_size)
     if task == "nih":
         parts = [needles.run(models, settings, tasks=(t,), lengths=plan.nih_lengths, n_samples=plan.nih_samples,
-                             max_new_tokens=CPU_NEW_TOKENS[t] if plan.embedded_base else None,
+                             max_new_tokens=(plan.nih_new_tokens or {}).get(t),
                              train_length=plan.train_max_length)
                  for t in plan.nih_tasks]  # one run per needle task: each has its own answer length
         summary = {t: p.summary[label][t] for t, p in zip(plan.nih_tasks, parts)}
         return TaskResult(needles.NAME, {label: summary}, [r for p in parts for r in p.rows],
                           {**parts[0].settings, "tasks": list(plan.nih_tasks)}, needles.SAMPLE_ID)
     if task == "icl":
-        return many_shot_icl.run(models, settings, shots=plan.icl_shots, n_samples=plan.icl_samples)
+        pool = {"data": icl_data} if plan.icl_split else {}
+        return many_shot_icl.run(models, settings, shots=plan.icl_shots, n_samples=plan.icl_samples, **pool)
     if task == "attention":
         return attention_mass.run(models, settings, length=plan.attention_length, n_prompts=plan.attention_prompts)
     if task == "degeneration":

@@ -5,7 +5,8 @@ The mixture stands in for the paper's Tulu-2 SFT data at CPU scale: retrieval qu
 contexts longer and noisier than the base model was pretrained on (distractor needles, prose and
 RULER's noise text), classification by in-context demonstrations, and short free-form answers.
 Nothing in it is an evaluation sample: the evaluations draw their own keys, values and test texts
-from their own seeds.
+from their own seeds; with the plan's icl_split, the classification sentences themselves are disjoint
+from the evaluation's (split_icl_pool).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ def retrieval_instruction(rng: random.Random, max_units: int) -> list[dict]:
     return [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": answer(sample)}]
 
 
-def instruction_conversations(n: int, seed: int, max_units: int = 24, max_shots: int = 16) -> list[dict]:
-    """n conversations: half retrieval, 30% in-context classification, 20% short answers; some
-    with a system prompt."""
+def instruction_conversations(n: int, seed: int, max_units: int = 24, max_shots: int = 16,
+                              icl_rows: list[dict] | None = None) -> list[dict]:
+    """n conversations: half retrieval, 30% in-context classification (over icl_rows, default the
+    whole bundled pool), 20% short answers; some with a system prompt."""
     rng = random.Random(seed)
-    rows = icl.load_examples()
+    rows = icl_rows or icl.load_examples()
     out = []
     for _ in range(n):
         r = rng.random()
@@ -48,10 +50,19 @@ def instruction_conversations(n: int, seed: int, max_units: int = 24, max_shots:
     return out
 
 
+def split_icl_pool(eval_path: str, seed: int) -> list[dict]:
+    """Splits the bundled ICL sentences in two: writes the evaluation half to eval_path (what the
+    ICL evaluation reads as its data) and returns the half the fine-tuning conversations draw from."""
+    train_rows, eval_rows = icl.split_by_label(icl.load_examples(), seed)
+    write_jsonl(eval_path, eval_rows)
+    return train_rows
+
+
 def write_instruction_data(train_path: str, heldout_path: str, n_train: int, n_heldout: int, seed: int,
-                           max_units: int = 24, max_shots: int = 16) -> tuple[str, str]:
+                           max_units: int = 24, max_shots: int = 16, icl_rows: list[dict] | None = None
+                           ) -> tuple[str, str]:
     """The training file and a held-out file of the same mixture (for held-out loss)."""
-    rows = instruction_conversations(n_train + n_heldout, seed, max_units, max_shots)
+    rows = instruction_conversations(n_train + n_heldout, seed, max_units, max_shots, icl_rows)
     write_jsonl(heldout_path, rows[:n_heldout])
     write_jsonl(train_path, rows[n_heldout:])
     return train_path, heldout_path

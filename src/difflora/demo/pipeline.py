@@ -23,6 +23,7 @@ from ..loading import ModelSpec, check_model_source, load_model
 from ..train.config import read_yaml_config
 from ..train.method_spec import LORA_8, MethodSpec
 from .base import ensure_base, needs_build
+from .evaluate import icl_eval_file
 from .plan import DIFFORA_MODELS, DemoPlan, check_plan, selection_for
 from .state import DemoState, StopAfterStage, fingerprint
 
@@ -82,17 +83,18 @@ class Demo:
         self.train_file = plan.train_data or generated_train
         self.heldout_file = plan.heldout_data or generated_heldout
         inputs_digest = plan.digest("train_data", "heldout_data", "train_examples", "heldout_examples",
-                                  "instruction_units", "seed")
+                                    "instruction_units", "seed", "icl_split")
         if self.state.is_done("data", inputs_digest) and os.path.isfile(generated_heldout):
             return
         self.banner("data", "generating the instruction data")
         started = time.time()
-        from .instructions import write_instruction_data
+        from .instructions import split_icl_pool, write_instruction_data
 
+        icl_rows = split_icl_pool(icl_eval_file(self.out), plan.seed + 11) if plan.icl_split else None
         # with the config's own training data, the generated set still gives a held-out loss
         n_train = plan.train_examples if not plan.train_data else 1
         write_instruction_data(generated_train, generated_heldout, n_train, plan.heldout_examples, plan.seed + 7,
-                               max_units=plan.instruction_units)
+                               max_units=plan.instruction_units, icl_rows=icl_rows)
         console.print(f"training data: {self.train_file}; held-out data: {self.heldout_file}")
         self.state.finish("data", inputs_digest, time.time() - started)
 
@@ -160,7 +162,7 @@ class Demo:
         plan = self.plan
         eval_settings = plan.digest("tasks", "nih_tasks", "nih_lengths", "nih_samples", "icl_shots", "icl_samples",
                                     "attention_length", "attention_prompts", "degeneration_tokens", "batch_size",
-                                    "seed", "train_max_length")
+                                    "seed", "train_max_length", "icl_split", "nih_new_tokens")
         trained = self.state.stages.get(f"train:{label}", {}).get("fingerprint")
         inputs_digest = self._hash(eval_settings, trained, self._base_id(), self.heldout_file)
         eval_dir = os.path.join(self.out, "eval", label)
@@ -176,12 +178,13 @@ class Demo:
         evaluate_model(plan, label, model, tokenizer, self.out, self.heldout_file, log=console.print)
         self.state.finish(stage, inputs_digest, time.time() - started)
 
-    def report(self) -> str:
+    def report(self, compare_with: str | None = None) -> str:
         from .report import write_demo_report
 
         self.banner("report", "writing the report")
         started = time.time()
-        md = write_demo_report(self.plan, self.base_path, self.adapters, self.out, self.state, self.command)
+        md = write_demo_report(self.plan, self.base_path, self.adapters, self.out, self.state, self.command,
+                               compare_with)
         self.state.finish("report", self.plan.digest(), time.time() - started)
         return md
 
@@ -196,9 +199,10 @@ class Demo:
 
 
 def run_demo(plan: DemoPlan, out_dir: str = "runs/demo", rebuild_base: bool = False, command: str | None = None,
-             device: str | None = None) -> str:
+             device: str | None = None, compare_with: str | None = None) -> str:
     """Runs the demo, or finishes an interrupted one; returns the path of report.md. device: where
-    the adapters train and every model is evaluated, cpu or cuda (default: cuda when available)."""
+    the adapters train and every model is evaluated, cpu or cuda (default: cuda when available);
+    compare_with: a finished demo's folder whose verdicts the report sets beside this run's."""
     from transformers import AutoConfig
 
     demo = Demo(plan, out_dir, rebuild_base, command, device)
@@ -209,7 +213,7 @@ def run_demo(plan: DemoPlan, out_dir: str = "runs/demo", rebuild_base: bool = Fa
         demo.train(name, hidden_size)
     for label in ("base", *plan.models):
         demo.evaluate(label)
-    return demo.report()
+    return demo.report(compare_with)
 
 
 def default_threads() -> int:

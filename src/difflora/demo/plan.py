@@ -3,7 +3,8 @@
 The default plan is the CPU miniature on the project's own base model; `quick_plan()` is the smoke
 run of the tests; `plan_from_config(path)` takes the base model, data and training settings of a
 real training config (configs/paper/...) and keeps everything else, so the same pipeline runs the
-real comparison on a GPU machine with no code change.
+real comparison on a GPU machine with no code change; `real_base_plan(name)` is the study on a
+real small pretrained base (issue 27) on a CPU.
 """
 
 from __future__ import annotations
@@ -17,12 +18,19 @@ from ..train.method_spec import MethodSpec
 from .base import QUICK_RECIPE, BaseRecipe
 from .state import fingerprint
 
-ALL_MODELS = ("lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "shared-diff",
-              "difflora-shared-kv", "diffora-lora", "diffora-difflora")
+DEMO_MODELS = ("lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "shared-diff",
+               "difflora-shared-kv", "diffora-lora", "diffora-difflora")
+ALL_MODELS = (*DEMO_MODELS, "shared-diff-kv")
+# The study on a real base (issue 27): LoRA-8, the paper's four rows and the two shared-key forms
+STUDY_MODELS = ("lora-8", "difflora-64", "difflora-64-fixed", "difflora-32", "difflora-32-gn", "difflora-shared-kv",
+                "shared-diff-kv")
 # DiffoRA (module selection): a search (difflora select) picks the modules, then the kept adapters train
 # from their search weights. Each is compared with the uniform model named here.
 DIFFORA_MODELS = {"diffora-lora": "lora-8", "diffora-difflora": "difflora-64"}
 ALL_TASKS = ("nih", "icl", "attention", "degeneration", "loss")
+# Room for the answer after RULER's answer prefix: a 7-digit number is 8 tokens with one token per
+# digit, a uuid about 25, MV's four numbers about 36 (decoding is most of a short needle's cost on a CPU)
+CPU_NEW_TOKENS = {"mk2": 16, "mk3": 40, "mv": 48}
 NIH_TASKS = tuple(NEEDLE_TASKS)
 
 
@@ -32,7 +40,7 @@ class DemoPlan:
     base_model: str | None = None
     train_data: str | None = None      # None: the project's generated instruction data
     heldout_data: str | None = None    # None: a held-out slice of the generated instruction data
-    models: tuple[str, ...] = ALL_MODELS
+    models: tuple[str, ...] = DEMO_MODELS
     tasks: tuple[str, ...] = ALL_TASKS
     train_examples: int = 1200
     heldout_examples: int = 64
@@ -51,6 +59,8 @@ class DemoPlan:
     nih_tasks: tuple[str, ...] = ("mk2",)
     nih_lengths: tuple[int, ...] = (256, 512, 1024)
     nih_samples: int = 100           # per needle cell: a paired bootstrap resolves a 0.1 difference
+    # new tokens per needle task; None: the suite's own, generous defaults (nih.new_tokens_for)
+    nih_new_tokens: dict | None = field(default_factory=lambda: dict(CPU_NEW_TOKENS))
     icl_shots: tuple[int, ...] = (2, 6, 12, 24)
     icl_samples: int = 100
     attention_length: int = 384
@@ -58,6 +68,10 @@ class DemoPlan:
     degeneration_tokens: int = 40
     batch_size: int = 8                # generation batch
     seed: int = 0
+    # ICL sentences: False, one pool for fine-tuning conversations and evaluation (the embedded base was
+    # pretrained on every one of them anyway); True, each topic's sentences split in two, one half for the
+    # fine-tuning data and the other for evaluation, so that no evaluated text was seen in fine-tuning
+    icl_split: bool = False
 
     def digest(self, *names: str) -> str:
         """A short hash of the named fields (all fields when none): what a stage's results depend on."""
@@ -95,18 +109,41 @@ def rank_overrides(hidden_size: int) -> dict[str, dict]:
     big, small = min(64, max(4, hidden_size // 4)), min(32, max(2, hidden_size // 8))
     both = dict(r=small, lora_alpha=2 * small, positive_r=small, positive_alpha=2 * small)
     return {"difflora-64": dict(r=big, lora_alpha=2 * big), "difflora-64-fixed": dict(r=big, lora_alpha=2 * big),
-            "difflora-32": both, "difflora-32-gn": both, "shared-diff": both,
+            "difflora-32": both, "difflora-32-gn": both, "shared-diff": both, "shared-diff-kv": both,
             "difflora-shared-kv": dict(r=big, lora_alpha=2 * big)}
+
+
+# The smoke run's sizes: a few steps, a few samples (with --base, the study's smoke run)
+QUICK_SIZES = dict(
+    train_examples=48, heldout_examples=8, instruction_units=4, train_max_length=320,
+    training=dict(max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1, save_steps=2,
+                  save_total_limit=1, seed=0), select_steps=2,
+    nih_tasks=NIH_TASKS, nih_lengths=(256, 320, 384), nih_samples=2, icl_shots=(2, 4), icl_samples=2,
+    attention_length=256, attention_prompts=1, degeneration_tokens=6)
 
 
 def quick_plan() -> DemoPlan:
     """The smoke run: a tiny base, a few steps, a few samples (about a minute on 2 cores)."""
-    return DemoPlan(
-        recipe=QUICK_RECIPE, train_examples=48, heldout_examples=8, instruction_units=4, train_max_length=320,
-        training=dict(max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1, save_steps=2,
-                      save_total_limit=1, seed=0), select_steps=2,
-        nih_tasks=NIH_TASKS, nih_lengths=(256, 320, 384), nih_samples=2, icl_shots=(2, 4), icl_samples=2,
-        attention_length=256, attention_prompts=1, degeneration_tokens=6)
+    return DemoPlan(recipe=QUICK_RECIPE, **QUICK_SIZES)
+
+
+def real_base_plan(base_model: str) -> DemoPlan:
+    """The study on a real pretrained base (a fetched name such as smollm2-135m-instruct, or a folder):
+    LoRA-8 and the paper's rows fine-tuned on the generated instruction data, sized to finish within
+    about two hours on 2 CPU cores for a 135M-parameter base (docs/results/smollm2-study/report.md gives
+    the measured stage times). Needles: MK-2 (LoRA's finding) and MV (DiffLoRA's) at 512 tokens, where
+    SmolLM2-135M-Instruct's own accuracy is neither 0 nor 1 (0.25 and 0.88 there, docs/results/smollm2-base)
+    and one cell costs 2-4 minutes a model. Sample counts: 100 per needle cell, which gives a 95%
+    interval of about +-0.08 on an accuracy of 0.25 and resolves paired differences of about 0.1."""
+    return dataclasses.replace(
+        DemoPlan(), recipe=None, base_model=base_model, models=STUDY_MODELS, train_examples=64,
+        heldout_examples=48, instruction_units=10, train_max_length=512,
+        # 16 steps of 4 conversations (about 15-25 s a step on 2 cores), each seen once and in the same order
+        # by every row; the demo's learning rate, since 16 steps at the paper's 1e-4 barely move an adapter
+        training=dict(max_steps=16, per_device_train_batch_size=4, learning_rate=1e-3, lr_scheduler_type="linear",
+                      warmup_steps=0.1, logging_steps=2, save_steps=4, save_total_limit=1, seed=0),
+        nih_tasks=("mk2", "mv"), nih_lengths=(512,), nih_samples=100, icl_shots=(4, 16), icl_samples=60,
+        attention_length=512, attention_prompts=4, degeneration_tokens=48, icl_split=True)
 
 
 def plan_from_config(path: str, plan: DemoPlan) -> DemoPlan:
@@ -120,8 +157,9 @@ def plan_from_config(path: str, plan: DemoPlan) -> DemoPlan:
         plan, recipe=None, base_model=cfg.model, train_data=cfg.data.train, heldout_data=cfg.data.eval,
         train_max_length=n, training={k: v for k, v in cfg.training.items() if k != "report_to"}, cap_ranks=False,
         nih_tasks=NIH_TASKS, nih_lengths=tuple(sorted({max(256, n // 4), max(256, n), 2 * max(256, n)})),
+        nih_new_tokens=None,
         nih_samples=50, icl_shots=(6, 12, 24, 48, 96), icl_samples=50,
-        attention_length=min(n, 2048), attention_prompts=8, degeneration_tokens=96)
+        attention_length=min(n, 2048), attention_prompts=8, degeneration_tokens=96, icl_split=True)
 
 
 def check_plan(plan: DemoPlan) -> None:

@@ -10,6 +10,7 @@ training curves and the measured timings.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -20,9 +21,11 @@ from importlib import metadata
 from ..evaluation.document import Report, fmt, lookup
 from ..evaluation.paper import FINDINGS
 from ..evaluation.plots import category_grid, grouped_bars, plt, save_figure
+from ..evaluation.results import write_json
 from ..evaluation.tasks import TASKS
 from ..train.runner import DEFAULT_TRAINING
 from ..train.trainer import lambda_series
+from .agreement import agreement_section, read_verdicts, verdict_records, write_verdicts
 from .base import default_base_path
 from .compare import Finding, findings
 from .evaluate import LOSS, gather
@@ -32,23 +35,33 @@ from .state import DemoState
 VERDICTS = "Verdicts against the paper's findings"
 WHY_DISAGREE = "Why a verdict can disagree with the paper"  # a subsection of VERDICTS, the one explanation
 HOW_RUN = "How this was run"
-SECTIONS = (VERDICTS, "Base model quality", "Models x metrics", "The paper's findings beside the demo's",
-            "DiffoRA selections", "Training", HOW_RUN)  # the demo's own sections, in order (the tasks' in between)
+AGREEMENT = "Where this run agrees with the reference run"  # with --compare-with only
+DESIGN = "What was trained on, and how many samples"
+# the demo's own sections, in order (the tasks' in between)
+SECTIONS = (VERDICTS, AGREEMENT, DESIGN, "Base model quality", "Models x metrics",
+            "The paper's findings beside the demo's", "DiffoRA selections", "Training", HOW_RUN)
 VERDICT_COLOURS = {"agrees": "#9ecae1", "disagrees": "#fdae6b", "cannot tell": "#d9d9d9"}
 MEASURES = {"nih": "needles", "icl": "ICL", "degeneration": "degeneration"}
 GRID = "verdicts.png"  # beside report.md
 
 
 def write_demo_report(plan: DemoPlan, base_path: str, adapters: dict[str, str], out_dir: str,
-                      state: DemoState, command: str | None = None) -> str:
+                      state: DemoState, command: str | None = None, compare_with: str | None = None) -> str:
+    """compare_with: a finished demo's folder; its verdicts are set beside this run's (agreement.py)."""
     labels = ["base", *adapters]
     results = gather(out_dir, labels, plan.tasks)
     summaries = {task: result.summary for task, result in results.items()}
     figures = os.path.join(out_dir, "figures")
-    report = Report("DiffLoRA in miniature: the paper's comparison, measured")
+    report = Report("DiffLoRA in miniature: the paper's comparison, measured" if plan.embedded_base else
+                    f"DiffLoRA on {plan.base_model}: the paper's comparison on a real pretrained model, measured")
     found = findings(results, plan.models, plan.icl_shots, plan.train_max_length)
+    write_verdicts(out_dir, found, plan.base_model or "the embedded default base")
+    reference = read_verdicts(compare_with) if compare_with else None  # refused before any writing below
 
     _verdicts(report, found, plan, base_path, out_dir)
+    if reference is not None:
+        agreement_section(report, verdict_records(found), reference, compare_with, AGREEMENT)
+    _evaluation_design(report, plan, found)
     _base_quality(report, plan, summaries)
     report.heading("Models x metrics")
     report.text("Accuracies are means over samples with a 95% bootstrap interval; needle columns at the shortest and "
@@ -67,7 +80,19 @@ def write_demo_report(plan: DemoPlan, base_path: str, adapters: dict[str, str], 
     _training_section(report, base_path, adapters, figures, plan)
     _how_it_was_run(report, plan, base_path, adapters, state, command)
     md, _ = report.write(out_dir)
+    write_run_record(out_dir, plan, base_path, state, command)
     return md
+
+
+def write_run_record(out_dir: str, plan: DemoPlan, base_path: str, state: DemoState, command: str | None) -> str:
+    """OUT/run.json: what re-derives the report's numbers (the exact command, the plan, the versions)
+    and what the run cost (every stage's seconds and their sum)."""
+    seconds = {name: entry.get("seconds") for name, entry in state.stages.items() if entry.get("done")}
+    return write_json(os.path.join(out_dir, "run.json"), {
+        "command": command, "base": plan.base_model or "the embedded default base", "base_path": base_path,
+        "plan": dataclasses.asdict(plan), "versions": _version_table(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": _threads()},
+        "stage_seconds": seconds, "total_seconds": round(sum(v or 0.0 for v in seconds.values()), 1)})
 
 
 def _icl_prompt_lengths(report: Report, icl: dict, plan: DemoPlan) -> None:
@@ -166,6 +191,38 @@ def _why_disagree(found: list[Finding], plan: DemoPlan, base_path: str) -> str:
             "demo reports what it measured rather than the paper's result.")
 
 
+def _evaluation_design(report: Report, plan: DemoPlan, found: list[Finding]) -> None:
+    """What the fine-tuning data shares with the evaluations, and why the sample counts are what they
+    are (with the interval widths they give)."""
+    report.heading(DESIGN)
+    if plan.train_data:
+        report.text(f"Fine-tuning data: {plan.train_data}, chosen by the user; which evaluation formats it contains "
+                    "is not known to this report.")
+    else:
+        icl = ("split in two by class: the fine-tuning conversations draw from one half, the ICL evaluation from "
+               "the other, so no evaluated sentence was seen in fine-tuning" if plan.icl_split else
+               "shared by the fine-tuning conversations and the evaluation (the embedded base was pretrained on "
+               "every one of them already); the class-to-number mapping is drawn afresh for every prompt, so a "
+               "seen sentence does not give away its answer")
+        report.text("The fine-tuning data is generated, and it contains the formats of two evaluations: half of its "
+                    "conversations are RULER-format needle questions (MK-2, MK-3 and MV over needle, essay and noise "
+                    "haystacks, at most "
+                    f"{plan.instruction_units} haystack units), 30% are HELMET-format in-context classification over "
+                    "the bundled topic sentences, 20% are short questions with one right answer. No evaluation sample "
+                    "is in it: the needle evaluation draws its keys, values and haystacks from its own seed. The "
+                    f"topic sentences are {icl}. Degeneration prompts and the attention-mass prompts are not in the "
+                    "fine-tuning data; the held-out loss is on conversations of the same mixture left out of it.")
+    half = 1.96 * (0.25 * 0.75 / plan.nih_samples) ** 0.5
+    widths = [c.diff.high - c.diff.low for f in found for c in f.cells if c.diff is not None]
+    measured = (f" In this run the paired differences behind the verdicts have 95% intervals {min(widths):.2f} to "
+                f"{max(widths):.2f} wide (median {statistics.median(widths):.2f})." if widths else "")
+    report.text(f"Sample counts: {plan.nih_samples} per needle task and length and {plan.icl_samples} per ICL shot "
+                f"count, the same samples for every model. At {plan.nih_samples} samples an accuracy near 0.25 has a "
+                f"95% interval of about +-{half:.2f}; a paired difference between two models is narrower when they "
+                f"fail on the same samples and wider when they fail on different ones.{measured} A difference smaller "
+                "than its interval's half-width reads as cannot tell.")
+
+
 def _steps(train: dict) -> str:
     return (f"{train.get('max_steps') or str(train.get('num_train_epochs', 1)) + ' epoch(s)'} steps of batch "
             f"{train.get('per_device_train_batch_size', 1)} x {train.get('gradient_accumulation_steps', 1)}")
@@ -240,20 +297,24 @@ def _how_it_was_run(report: Report, plan: DemoPlan, base_path: str, adapters: di
                 "run adds the time of the invocations that did the work):")
     report.table(["stage", "seconds", "finished"], stage_rows)
     report.text(f"Versions: {_versions()}.")
-    report.text("Reproduce: `difflora demo` (add `--rebuild-base` to pretrain the base model again, `--out DIR` for "
-                "another folder; rerunning the same command resumes an interrupted run).")
+    report.text(f"Reproduce: `{command or 'difflora demo'}` (rerunning the same command resumes an interrupted run; "
+                "on the embedded base, `--rebuild-base` pretrains the base model again).")
+
+
+def _version_table() -> dict[str, str]:
+    from .. import __version__
+
+    versions = {"difflora": __version__}
+    for package in ("torch", "transformers", "peft", "accelerate"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return {**versions, "Python": sys.version.split()[0]}
 
 
 def _versions() -> str:
-    from .. import __version__
-
-    names = []
-    for package in ("torch", "transformers", "peft"):
-        try:
-            names.append(f"{package} {metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            names.append(f"{package} not installed")
-    return ", ".join([f"difflora {__version__}", *names, f"Python {sys.version.split()[0]}"])
+    return ", ".join(f"{package} {version}" for package, version in _version_table().items())
 
 
 def _describe_method(adapter_config: dict) -> str:
@@ -361,6 +422,13 @@ def _training_section(report: Report, base_path: str, adapters: dict, figures: s
     lambda_plot = plot_lambdas(adapters, os.path.join(figures, "lambda_per_layer.png"))
     if lambda_plot:
         report.image(lambda_plot, "lambda per layer over fine-tuning (fixed-lambda variants stay flat)")
+    final = final_lambdas(adapters)
+    if final:
+        report.image(plot_final_lambdas(final, os.path.join(figures, "lambda_final.png")),
+                     "lambda per layer at the end of fine-tuning (token-wise lambda: its logged mean)")
+        report.table(["model", "lambda, first layer -> last layer"],
+                     [[name, " ".join(f"{v:.2f}" for _, v in sorted(per_layer.items()))]
+                      for name, per_layer in final.items()])
 
 
 def _diffora_section(report: Report, out_dir: str, plan: DemoPlan) -> None:
@@ -457,6 +525,29 @@ def plot_lambdas(adapters: dict[str, str], path: str) -> str | None:
     axes[0][0].set_ylabel("lambda")
     axes[0][-1].legend(fontsize=6)
     fig.suptitle("lambda per layer over fine-tuning")
+    return save_figure(fig, path)
+
+
+def final_lambdas(adapters: dict[str, str]) -> dict[str, dict[int, float]]:
+    """{model: {layer: lambda}} at the last logged step of each DiffLoRA model's fine-tuning."""
+    out = {}
+    for name, folder in adapters.items():
+        layers = lambda_series(_history(folder))
+        if layers:
+            out[name] = {int(layer): points[-1][1] for layer, points in layers.items()}
+    return out
+
+
+def plot_final_lambdas(final: dict[str, dict[int, float]], path: str) -> str:
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for name, per_layer in final.items():
+        layers = sorted(per_layer)
+        ax.plot(layers, [per_layer[n] for n in layers], marker=".", label=name)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("lambda")
+    ax.set_title("lambda per layer after fine-tuning", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return save_figure(fig, path)
 
 

@@ -127,6 +127,18 @@ def _by_label(rows: list[dict]) -> dict[str, list[dict]]:
     return by_label
 
 
+def split_by_label(rows: list[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Two disjoint halves of a pool, each class split in two (a seeded order; an odd count gives the
+    extra example to the first half): one half for fine-tuning data, the other for evaluation."""
+    first, second = [], []
+    for label, examples in sorted(_by_label(rows).items()):
+        shuffled = random.Random(f"{seed}-split-{label}").sample(examples, len(examples))
+        half = (len(shuffled) + 1) // 2
+        first += shuffled[:half]
+        second += shuffled[half:]
+    return first, second
+
+
 def balanced_demos(pool: list[dict], shots: int, rng: random.Random) -> list[dict]:
     """HELMET's balance_labels: ceil(shots / classes) rounds of one example per class."""
     by_label = _by_label(pool)
