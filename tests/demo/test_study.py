@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from difflora.cli.main import main as cli
-from difflora.demo.agreement import OPPOSITE, SAME, UNDECIDED, VERDICTS_FILE, pair_verdicts, relation
+from difflora.demo.agreement import OPPOSITE, SAME, UNDECIDED, VERDICTS_FILE, pair_verdicts, relation, within
 from difflora.demo.plan import STUDY_MODELS, real_base_plan
 from difflora.demo.report import AGREEMENT, DESIGN, HOW_RUN, VERDICTS
 from difflora.evaluation.icl import load_examples, split_by_label
@@ -70,6 +70,8 @@ def test_verdicts_are_written_and_a_reference_run_is_set_beside_them(study, tmp_
     assert cli([*args, "--compare-with", str(reference)]) == 0  # finished stages are kept; the report is redone
     md = (study / "report.md").read_text()
     assert f"## {AGREEMENT}" in md and f"{len(saved['verdicts'])} are the same, 0 are opposite" in md
+    measured = sum(1 for v in saved["verdicts"] if v["difference"])
+    assert f"In {measured} of the {measured} cells, this run's paired difference lies inside" in md
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli([*args, "--compare-with", str(empty)]) != 0
@@ -86,6 +88,14 @@ def test_verdict_pairs_are_matched_by_finding_model_and_measure():
               {"finding": "G", "model": "a", "measure": "y", "verdict": "agrees"}]
     assert [r for *_, r in pair_verdicts(ours, theirs)] == [SAME, OPPOSITE]
     assert relation("cannot tell", "agrees") == UNDECIDED
+
+
+def test_a_rerun_lands_inside_the_reference_interval_or_not():
+    reference = {"difference": {"mean": 0.10, "ci_low": 0.02, "ci_high": 0.18, "n": 100}}
+    inside = {"difference": {"mean": 0.17, "ci_low": 0.09, "ci_high": 0.25, "n": 100}}
+    outside = {"difference": {"mean": -0.01, "ci_low": -0.09, "ci_high": 0.07, "n": 100}}
+    assert within(inside, reference) and not within(outside, reference)
+    assert not within({"difference": None}, reference) and not within(inside, {})
 
 
 def test_the_icl_pool_splits_in_disjoint_balanced_halves():
@@ -126,6 +136,7 @@ def smollm2_two_layers(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # seven fine-tunes and eight evaluations of a 35M-parameter model on 2 cores
 def test_the_study_end_to_end_on_smollm2_cut_to_two_layers(smollm2_two_layers, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "study"
@@ -139,6 +150,7 @@ def test_the_study_end_to_end_on_smollm2_cut_to_two_layers(smollm2_two_layers, t
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_a_paper_config_runs_on_a_users_own_model_folder(smollm2_two_layers, tmp_path, monkeypatch):
     """The scale knob: --base (a user's local model) with --config configs/paper/... keeps the config's
     training settings (batch 2 x 32 accumulation, bf16, gradient checkpointing, max length 4096); a

@@ -74,14 +74,28 @@ def agreement_section(report: Report, ours: list[dict], reference: dict, referen
                 f"{counts[OPPOSITE]} are opposite and in {counts[UNDECIDED]} one run cannot tell. "
                 + (f"Where both runs decided ({len(decided)} cells), they reach the same verdict in {same}."
                    if decided else "No cell was decided by both runs."))
+    inside = [p for p in pairs if within(p[0], p[1])]
+    measured = [p for p in pairs if p[0].get("difference") and p[1].get("difference")]
+    if measured:
+        report.text(f"In {len(inside)} of the {len(measured)} cells, this run's paired difference lies inside the "
+                    "reference run's 95% interval: on the same base with another seed, that is how far the "
+                    "reported intervals cover a rerun; across bases, how far the two models measure the same "
+                    "effect.")
     opposite = [p for p in pairs if p[2] == OPPOSITE]
     if opposite:
         report.text("Opposite verdicts: " + "; ".join(
             f"{a['finding']} ({a['model']}{', ' + a['measure'] if a['measure'] else ''}): here {a['verdict']} "
             f"({_difference(a)}), there {b['verdict']} ({_difference(b)})" for a, b, _ in opposite) + ".")
-    report.table(["finding", "model", "this run", "reference run", "relation"],
+    report.table(["finding", "model", "this run", "reference run", "relation", "inside the reference's interval"],
                  [[a["finding"] + (f" ({a['measure']})" if a["measure"] else ""), a["model"],
-                   f"{a['verdict']} {_difference(a)}", f"{b['verdict']} {_difference(b)}", r] for a, b, r in pairs])
+                   f"{a['verdict']} {_difference(a)}", f"{b['verdict']} {_difference(b)}", r,
+                   "yes" if within(a, b) else "no"] for a, b, r in pairs])
+
+
+def within(ours: dict, theirs: dict) -> bool:
+    """Whether our paired difference's point estimate lies inside their 95% interval."""
+    a, b = ours.get("difference"), theirs.get("difference")
+    return bool(a and b) and b["ci_low"] <= a["mean"] <= b["ci_high"]
 
 
 def _difference(record: dict) -> str:
