@@ -58,7 +58,7 @@ def write_demo_report(plan: DemoPlan, base_path: str, adapters: dict[str, str], 
     write_verdicts(out_dir, found, plan.base_model or "the embedded default base")
     reference = read_verdicts(compare_with) if compare_with else None  # refused before any writing below
 
-    _verdicts(report, found, plan, base_path, out_dir)
+    _verdicts(report, found, plan, base_path, out_dir, summaries)
     if reference is not None:
         agreement_section(report, verdict_records(found), reference, compare_with, AGREEMENT)
     _evaluation_design(report, plan, found)
@@ -133,7 +133,8 @@ def verdict_grid(found: list[Finding], models: tuple[str, ...]) -> tuple[list[st
     return rows, columns, cells
 
 
-def _verdicts(report: Report, found: list[Finding], plan: DemoPlan, base_path: str, out_dir: str) -> None:
+def _verdicts(report: Report, found: list[Finding], plan: DemoPlan, base_path: str, out_dir: str,
+              summaries: dict | None = None) -> None:
     report.heading(VERDICTS)
     verdicts = [v for f in found for v in f.verdicts]
     counts = ", ".join(f"{verdicts.count(k)} {k}" for k in VERDICT_COLOURS)
@@ -163,6 +164,21 @@ def _verdicts(report: Report, found: list[Finding], plan: DemoPlan, base_path: s
                      [[f.name, f.compares + ("" if f.verdicts else " Not measured in this run.")] for f in found])
     report.heading(WHY_DISAGREE, level=3)
     report.text(_why_disagree(found, plan, base_path))
+    broken = broken_fine_tunes((summaries or {}).get(LOSS, {}))
+    if broken:
+        report.text("Fine-tunes that left the model worse than it started, by held-out loss (its 95% interval wholly "
+                    "above the base model's): " + ", ".join(f"{m} {loss:.2f}" for m, loss in broken.items())
+                    + f" against the base's {summaries[LOSS]['base']['mean']:.2f}. Where these fall behind LoRA, "
+                    "the verdict records a fine-tune that damaged the model under this recipe (learning rate, "
+                    "steps); it does not isolate what differential attention does once trained well.")
+
+
+def broken_fine_tunes(loss: dict) -> dict[str, float]:
+    """Adapters whose held-out loss interval lies wholly above the base model's interval."""
+    base = loss.get("base")
+    if not base:
+        return {}
+    return {m: e["mean"] for m, e in loss.items() if m != "base" and e["ci_low"] > base["ci_high"]}
 
 
 def _why_disagree(found: list[Finding], plan: DemoPlan, base_path: str) -> str:
@@ -270,9 +286,13 @@ def _how_it_was_run(report: Report, plan: DemoPlan, base_path: str, adapters: di
                  for name, folder in adapters.items()}
         ranks = ", ".join(f"{name} r={c['r']}" for name, c in saved.items()
                           if c.get("peft_type") != "LORA" and "r" in c)
-        report.text(f"Ranks: the presets' r=64 and r=32 are sized for hidden 2048; on this base (hidden "
-                    f"{config['hidden_size']}) they are capped at hidden/4 and hidden/8, alpha = 2r as in the presets "
-                    f"(as each adapter_config.json records: {ranks}). LoRA keeps r=8 on q, k, v, o, gate, up and down.")
+        hidden = config["hidden_size"]
+        fits = hidden // 4 >= 64 and hidden // 8 >= 32
+        report.text(f"Ranks: the presets' r=64 and r=32 are sized for hidden 2048 and capped at hidden/4 and "
+                    f"hidden/8; on this base (hidden {hidden}) "
+                    + ("they fit under the caps, so they are the presets' own" if fits else "the caps lower them")
+                    + f"; alpha = 2r as in the presets (as each adapter_config.json records: {ranks}). LoRA keeps r=8 "
+                    "on q, k, v, o, gate, up and down.")
     rows = []
     for name, folder in adapters.items():
         adapter_config = _read_json(os.path.join(folder, "adapter_config.json")) or {}
@@ -515,16 +535,20 @@ def plot_lambdas(adapters: dict[str, str], path: str) -> str | None:
     per_model = {name: s for name, folder in adapters.items() if (s := lambda_series(_history(folder)))}
     if not per_model:
         return None
+    n_layers = max(len(layers) for layers in per_model.values())
     fig, axes = plt.subplots(1, len(per_model), figsize=(3.2 * len(per_model), 3.4), sharey=True, squeeze=False)
+    colour = plt.get_cmap("viridis")  # by depth: a legend of 30 layers would hide the curves
     for ax, (name, layers) in zip(axes[0], per_model.items()):
         for layer, points in sorted(layers.items()):
-            ax.plot(*zip(*points), label=f"layer {layer}")
+            ax.plot(*zip(*points), label=f"layer {layer}", color=colour(layer / max(1, n_layers - 1)))
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("lambda")
-    axes[0][-1].legend(fontsize=6)
-    fig.suptitle("lambda per layer over fine-tuning")
+    if n_layers <= 8:
+        axes[0][-1].legend(fontsize=6)
+    fig.suptitle("lambda per layer over fine-tuning" + ("" if n_layers <= 8 else
+                 f" (colour: layer 0, dark, to layer {n_layers - 1}, yellow)"))
     return save_figure(fig, path)
 
 
